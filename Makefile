@@ -1,0 +1,31 @@
+# The two commands a newcomer needs:  `make run`  and  `make test`  (see README.md).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint bench clean
+
+# torch==2.13.0 first: on the project's CPU machines it is a local CPU wheel; any other
+# torch (or an unpinned one pulled in by a dependency) would download a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/leser demo --catalog synthetic
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_search.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

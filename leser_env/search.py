@@ -1,0 +1,298 @@
+"""The catalog search engine: a Tantivy index over title, description, category and attributes.
+
+Why it looks like this:
+- Queries are built from *analysed terms* (the index's own analyzer: simple tokenizer,
+  lowercase, ASCII folding, English stopwords, English stemming), never handed to a query
+  parser, so any text a user or a model writes (quotes, colons, ``-``, AND/OR/NOT,
+  backslashes, emoji, 10,000 characters) is searchable and nothing raises.
+- Matching is conjunctive by default (every term must occur in some field), as e-commerce
+  engines match; ``mode="or"`` matches any term. Scoring is BM25 per field, summed over
+  fields with boosts (``FieldBoosts``) and over terms.
+- The index is built once per catalog content and cached on disk, keyed by the products'
+  content hash. It is built in a temporary directory and renamed into place, with a
+  manifest of file checksums; an index whose manifest is missing, stale or whose files do
+  not match is rebuilt, never trusted.
+- Results are cached (LRU on the analysed terms, so "Chairs" and "chair" share an entry)
+  and a batch form searches in threads (tantivy releases the GIL while searching).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import tantivy
+
+from catalogs import Catalog, cache_dir
+
+ENGINE_VERSION = 1  # bump when the schema or analyzer changes: old indexes are then rebuilt
+ANALYZER_NAME = "leser_en"
+FIELDS = ("title", "description", "category", "attributes")
+MANIFEST = "leser_manifest.json"
+MAX_QUERY_TERMS = 256  # a longer query is cut to its first 256 distinct terms (it would match nothing anyway)
+MatchMode = Literal["and", "or"]
+
+
+@dataclass(frozen=True)
+class FieldBoosts:
+    """Multipliers on each field's BM25 score.
+
+    Defaults tuned on train-split labels (``benchmarks/tune_field_boosts.py``, nDCG@10 of the
+    disjunctive ranking): see the README for the grid and the numbers.
+    """
+
+    title: float = 2.0
+    description: float = 0.5
+    category: float = 1.0
+    attributes: float = 1.0
+
+
+@dataclass(frozen=True)
+class Hits:
+    """The top products for one query: ids and scores, best first, and how many matched in all."""
+
+    ids: tuple[str, ...]
+    scores: tuple[float, ...]
+    total: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+EMPTY_HITS = Hits((), (), 0)
+
+
+def build_analyzer() -> tantivy.TextAnalyzer:
+    """The one analyzer used to index and to turn query text into terms."""
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+        .filter(tantivy.Filter.stopword("english"))
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
+
+
+def build_schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_unsigned_field("row", stored=False, indexed=False, fast=True)
+    for name in FIELDS:
+        builder.add_text_field(name, stored=False, tokenizer_name=ANALYZER_NAME, index_option="freq")
+    return builder.build()
+
+
+class SearchEngine:
+    """Search a catalog. ``SearchEngine(catalog)`` opens the cached index or builds it."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        cache: str | Path | None = None,
+        boosts: FieldBoosts | None = None,
+        result_cache_size: int = 200_000,
+        threads: int | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.boosts = boosts or FieldBoosts()
+        self.schema = build_schema()
+        self.analyzer = build_analyzer()
+        self.index_path = (
+            cache_dir(cache) / "index" / f"{_safe(catalog.name)}-{catalog.products_hash[:20]}-v{ENGINE_VERSION}"
+        )
+        self.rebuilt = False  # True when this open had to build the index
+        self.index = self._open_or_build()
+        self.searcher = self.index.searcher()
+        self.threads = threads or min(8, os.cpu_count() or 1)
+        self._product_ids = [product.id for product in catalog.products]
+        self._field_boosts = [(name, getattr(self.boosts, name)) for name in FIELDS if getattr(self.boosts, name) > 0]
+        self._cached_search = lru_cache(maxsize=result_cache_size)(self._search_terms)
+
+    # -- public API --------------------------------------------------------------------
+
+    def analyze(self, text: str) -> tuple[str, ...]:
+        """The distinct index terms of a text, in order (what the engine actually matches)."""
+        if not isinstance(text, str) or not text:
+            return ()
+        seen: dict[str, None] = {}
+        for token in self.analyzer.analyze(text):
+            seen.setdefault(token, None)
+            if len(seen) >= MAX_QUERY_TERMS:
+                break
+        return tuple(seen)
+
+    def search(self, text: str, k: int = 10, mode: MatchMode = "and") -> Hits:
+        """Top-k product ids and scores for a text, plus the total number of matches."""
+        _check_mode(mode)
+        return self._cached_search(self.analyze(text), max(0, int(k)), mode)
+
+    def search_many(self, texts: list[str], k: int = 10, mode: MatchMode = "and") -> list[Hits]:
+        """``search`` over many texts in parallel threads; results in input order."""
+        _check_mode(mode)
+        keys = [self.analyze(text) for text in texts]
+        if len(keys) <= 1 or self.threads <= 1:
+            return [self._cached_search(key, k, mode) for key in keys]
+        with ThreadPoolExecutor(self.threads) as pool:
+            return list(pool.map(lambda key: self._cached_search(key, k, mode), keys))
+
+    def count(self, text: str, mode: MatchMode = "and") -> int:
+        """How many products match a text."""
+        return self.search(text, k=0, mode=mode).total
+
+    def cache_info(self) -> dict[str, int]:
+        info = self._cached_search.cache_info()
+        return {"hits": info.hits, "misses": info.misses, "size": info.currsize, "maxsize": info.maxsize or 0}
+
+    def clear_cache(self) -> None:
+        self._cached_search.cache_clear()
+
+    def with_boosts(self, boosts: FieldBoosts) -> SearchEngine:
+        """The same index scored with other field boosts (shares the open index, fresh result cache)."""
+        clone = object.__new__(SearchEngine)
+        clone.__dict__.update(self.__dict__)
+        clone.boosts = boosts
+        clone._field_boosts = [(name, getattr(boosts, name)) for name in FIELDS if getattr(boosts, name) > 0]
+        clone._cached_search = lru_cache(maxsize=self._cached_search.cache_info().maxsize)(clone._search_terms)
+        return clone
+
+    def query_for(self, terms: tuple[str, ...], mode: MatchMode) -> tantivy.Query | None:
+        """The tantivy query for analysed terms: per term a boosted disjunction over fields."""
+        if not terms:
+            return None
+        occur = tantivy.Occur.Must if mode == "and" else tantivy.Occur.Should
+        clauses = []
+        for term in terms:
+            per_field = [
+                (
+                    tantivy.Occur.Should,
+                    tantivy.Query.boost_query(
+                        tantivy.Query.term_query(self.schema, field, term, index_option="freq"), boost
+                    ),
+                )
+                for field, boost in self._field_boosts
+            ]
+            clauses.append((occur, tantivy.Query.boolean_query(per_field)))
+        return tantivy.Query.boolean_query(clauses)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _search_terms(self, terms: tuple[str, ...], k: int, mode: MatchMode) -> Hits:
+        query = self.query_for(terms, mode)
+        if query is None:
+            return EMPTY_HITS
+        result = self.searcher.search(query, limit=max(k, 1), count=True)
+        total = result.count or 0
+        if k == 0 or not result.hits:
+            return Hits((), (), total)
+        scores = [score for score, _ in result.hits]
+        rows = self.searcher.fast_field_values("row", [address for _, address in result.hits])
+        ids = tuple(self._product_ids[row] for row in rows)
+        return Hits(ids, tuple(scores), total)
+
+    def _open_or_build(self) -> tantivy.Index:
+        if self._valid_index(self.index_path):
+            index = tantivy.Index.open(str(self.index_path))
+            index.register_tokenizer(ANALYZER_NAME, self.analyzer)
+            return index
+        shutil.rmtree(self.index_path, ignore_errors=True)
+        self._build(self.index_path)
+        self.rebuilt = True
+        index = tantivy.Index.open(str(self.index_path))
+        index.register_tokenizer(ANALYZER_NAME, self.analyzer)
+        return index
+
+    def _valid_index(self, path: Path) -> bool:
+        """A manifest for these products and this engine version, and files matching its checksums."""
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+            if (
+                manifest.get("engine_version") != ENGINE_VERSION
+                or manifest.get("products_hash") != self.catalog.products_hash
+            ):
+                return False
+            if manifest.get("num_docs") != len(self.catalog.products):
+                return False
+            files = manifest["files"]
+            present = {p.name for p in _index_files(path)}
+            if present != set(files):
+                return False
+            return all(_file_digest(path / name) == digest for name, digest in files.items())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+
+    def _build(self, path: Path) -> None:
+        """Index every product into a temporary directory, verify it, then rename it into place."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            index = tantivy.Index(self.schema, str(staging), reuse=False)
+            index.register_tokenizer(ANALYZER_NAME, self.analyzer)
+            writer = index.writer(heap_size=128_000_000, num_threads=1)
+            for row, product in enumerate(self.catalog.products):
+                document = tantivy.Document(
+                    title=product.title,
+                    description=product.description,
+                    category=product.category,
+                    attributes=product.attribute_text(),
+                )
+                document.add_unsigned("row", row)
+                writer.add_document(document)
+            writer.commit()
+            writer.wait_merging_threads()
+            index.reload()
+            num_docs = index.searcher().num_docs
+            if num_docs != len(self.catalog.products):
+                raise RuntimeError(f"index holds {num_docs} documents, expected {len(self.catalog.products)}")
+            files = {p.name: _file_digest(p) for p in sorted(_index_files(staging))}
+            manifest = {
+                "engine_version": ENGINE_VERSION,
+                "catalog": self.catalog.name,
+                "products_hash": self.catalog.products_hash,
+                "num_docs": num_docs,
+                "files": files,
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            del writer, index
+            try:
+                staging.rename(path)
+            except OSError:
+                # Another process finished the same build first; keep its copy if it is sound.
+                if not self._valid_index(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                    staging.rename(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def describe(self) -> dict:
+        return {"index_path": str(self.index_path), "boosts": asdict(self.boosts), "num_docs": self.searcher.num_docs}
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("and", "or"):
+        raise ValueError(f"mode must be 'and' or 'or', not {mode!r}")
+
+
+def _index_files(directory: Path) -> list[Path]:
+    """The files that make up an index: everything but our manifest and tantivy's lock files."""
+    return [p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.endswith(".lock")]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:40] or "catalog"
