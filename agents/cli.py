@@ -157,6 +157,149 @@ def search(
     console.print(table)
 
 
+relevance_app = typer.Typer(
+    help="Train and evaluate the relevance model (LightGBM on human labels).", no_args_is_help=True
+)
+app.add_typer(relevance_app, name="relevance")
+
+
+@relevance_app.command("train")
+@user_errors
+def relevance_train(
+    catalog: CatalogOption = "synthetic",
+    data_dir: DataDirOption = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Ignore a cached model.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train (or load from cache) the relevance model on train-split labels."""
+    from leser_env.relevance import RelevanceModel
+
+    loaded = load_catalog(catalog, data_dir)
+    with console.status(f"training the relevance model on {loaded.name}", spinner="dots"):
+        model = RelevanceModel.load_or_train(loaded, retrain=retrain)
+    info = {key: value for key, value in model.info.items() if key != "feature_names"}
+    if as_json:
+        emit_json(info)
+        return
+    source = "loaded from cache" if model.info["loaded_from_cache"] else "trained now"
+    console.print(
+        f"relevance model for {loaded.name}: {source}; {info['train_pairs']:,} train pairs from "
+        f"{info['train_queries']:,} queries, {info['best_iteration']} trees"
+    )
+
+
+@relevance_app.command("evaluate")
+@user_errors
+def relevance_evaluate(
+    catalog: CatalogOption = "synthetic",
+    data_dir: DataDirOption = None,
+    split: Annotated[str, typer.Option("--split", help="train, validation or test.")] = "test",
+    out: Annotated[Path | None, typer.Option("--out", help="Write metrics.json and a feature-importance PNG.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """nDCG@10 of the GBDT, a LambdaRank GBDT and BM25 over each held-out query's labelled products."""
+    from leser_env.relevance import RelevanceModel
+
+    loaded = load_catalog(catalog, data_dir)
+    with console.status(f"evaluating the relevance model on {loaded.name} ({split})", spinner="dots"):
+        model = RelevanceModel.load_or_train(loaded)
+        report = model.evaluate(split)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        report["feature_importance_png"] = str(model.plot_feature_importance(out / "feature_importance.png"))
+        (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    if as_json:
+        emit_json(report)
+        return
+    table = Table(
+        title=f"relevance on {loaded.name}, {split} split: {report['queries']:,} queries, "
+        f"{report['pairs']:,} labelled pairs"
+    )
+    table.add_column("ordering of each query's labelled products")
+    table.add_column("nDCG@10", justify="right")
+    names = {
+        "gbdt": "GBDT, cross-entropy (the reward's model)",
+        "gbdt_lambdarank": "GBDT, LambdaRank",
+        "bm25": "BM25 alone",
+    }
+    for name, value in report["ndcg@10"].items():
+        table.add_row(names.get(name, name), f"{value:.4f}")
+    console.print(table)
+    console.print(f"calibration error (mean |predicted - label| over 10 bins): {report['calibration_error']:.4f}")
+    if out is not None:
+        console.print(f"wrote {out / 'metrics.json'} and {report['feature_importance_png']}")
+
+
+@app.command("score")
+@user_errors
+def score(
+    catalog: CatalogOption = "synthetic",
+    data_dir: DataDirOption = None,
+    mode: ModeOption = "and",
+    as_json: JsonOption = False,
+) -> None:
+    """Score expansions read as JSON lines on stdin: {"query": ..., "action": "<raw text>"} or
+    {"query": ..., "expansions": [...]}. Writes one JSON line per input (--json) or a table.
+    A malformed line gets an error line and the rest go on; the exit code is 1 if any line was malformed."""
+    from leser_env.resources import reward_for
+    from leser_env.reward import RewardConfig
+
+    reward = reward_for(catalog, data_dir, RewardConfig(mode=mode))
+    table = Table(title=f"rewards on {reward.engine.catalog.name}")
+    for column in ("line", "query", "expansions", "reward", "r_rel", "r_size", "|R(q)|", "|U(Y)|", "error"):
+        table.add_column(column, justify="right" if column not in ("query", "expansions", "error") else "left")
+    failures = 0
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        record, problem = _score_input(line)
+        if problem:
+            failures += 1
+            result = {"line": number, "error": problem}
+        else:
+            action = record["action"] if "action" in record else record["expansions"]
+            result = {"line": number, "query": record["query"], **reward.score(record["query"], action).to_dict()}
+        if as_json:
+            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif problem:
+            table.add_row(str(number), "", "", "", "", "", "", "", problem)
+        else:
+            table.add_row(
+                str(number),
+                result["query"],
+                "; ".join(result["expansions"]),
+                f"{result['reward']:.4f}",
+                f"{result['r_rel']:.4f}",
+                f"{result['r_size']:.4f}",
+                str(result["query_result_count"]),
+                str(result["union_size"]),
+                result["error"] or "",
+            )
+    if not as_json:
+        console.print(table)
+    if failures:
+        errors.print(f"{failures} malformed input line(s)")
+        raise typer.Exit(1)
+
+
+def _score_input(line: str) -> tuple[dict, str]:
+    """A decoded input record, or the reason it is not one."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return {}, f"not JSON: {error.msg}"
+    if not isinstance(record, dict):
+        return {}, "expected a JSON object"
+    if not isinstance(record.get("query"), str):
+        return {}, "expected a string 'query'"
+    if "action" not in record and "expansions" not in record:
+        return {}, "expected 'action' (raw policy text) or 'expansions' (a list of strings)"
+    if "expansions" in record and "action" not in record and not isinstance(record["expansions"], list):
+        return {}, "expected 'expansions' to be a list of strings"
+    return record, ""
+
+
 @app.command("demo")
 @user_errors
 def demo(catalog: CatalogOption = "synthetic", data_dir: DataDirOption = None, examples: int = 6) -> None:
