@@ -184,7 +184,9 @@ def relevance_train(
     source = "loaded from cache" if model.info["loaded_from_cache"] else "trained now"
     console.print(
         f"relevance model for {loaded.name}: {source}; {info['train_pairs']:,} train pairs from "
-        f"{info['train_queries']:,} queries, {info['best_iteration']} trees"
+        f"{info['train_queries']:,} queries; validation nDCG@10 "
+        + ", ".join(f"{name} {value:.4f}" for name, value in info["validation_ndcg@10"].items())
+        + f"; the reward uses {info['objective']}"
     )
 
 
@@ -197,7 +199,7 @@ def relevance_evaluate(
     out: Annotated[Path | None, typer.Option("--out", help="Write metrics.json and a feature-importance PNG.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """nDCG@10 of the GBDT, a LambdaRank GBDT and BM25 over each held-out query's labelled products."""
+    """nDCG@10 of both GBDTs and of BM25 over each held-out query's labelled products."""
     from leser_env.relevance import RelevanceModel
 
     loaded = load_catalog(catalog, data_dir)
@@ -218,12 +220,13 @@ def relevance_evaluate(
     table.add_column("ordering of each query's labelled products")
     table.add_column("nDCG@10", justify="right")
     names = {
-        "gbdt": "GBDT, cross-entropy (the reward's model)",
+        "gbdt_cross_entropy": "GBDT, pointwise cross-entropy",
         "gbdt_lambdarank": "GBDT, LambdaRank",
         "bm25": "BM25 alone",
     }
     for name, value in report["ndcg@10"].items():
-        table.add_row(names.get(name, name), f"{value:.4f}")
+        marker = "  <- the reward's model" if name == report["reward_model"] else ""
+        table.add_row(names.get(name, name) + marker, f"{value:.4f}")
     console.print(table)
     console.print(f"calibration error (mean |predicted - label| over 10 bins): {report['calibration_error']:.4f}")
     if out is not None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from functools import lru_cache
@@ -70,11 +71,13 @@ def synthetic_catalog(
 ) -> Catalog:
     """The embedded default catalog, generated once and cached on disk in the generic format.
 
-    The cache key holds the generator version and arguments; an unreadable cache is rebuilt.
+    The cache key holds the generator version, a hash of its source (so an edited generator
+    never serves a stale catalog) and the arguments; an unreadable or altered cache is rebuilt.
     """
     from catalogs import synthetic
 
-    key = f"synthetic-v{synthetic.GENERATOR_VERSION}-seed{seed}-p{n_products}-q{n_queries}"
+    source = hashlib.blake2b(Path(synthetic.__file__).read_bytes(), digest_size=4).hexdigest()
+    key = f"synthetic-v{synthetic.GENERATOR_VERSION}-{source}-seed{seed}-p{n_products}-q{n_queries}"
     directory = cache_dir(cache) / "catalogs" / key
     stamp = directory / "content_hash"
     if is_catalog_dir(directory) and stamp.is_file():
