@@ -1,0 +1,114 @@
+"""The `leser` command line, as a user runs it: JSON for machines, clear errors for people."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agents.cli import app
+from catalogs import Catalog, read_catalog_dir, synthetic_catalog, write_catalog_dir
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def catalog_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generic-format catalog on disk, as a user would write one."""
+    directory = tmp_path_factory.mktemp("user-catalog") / "shop"
+    write_catalog_dir(synthetic_catalog(seed=11, n_products=1200, n_queries=250), directory)
+    return directory
+
+
+def invoke(*args: str, stdin: str | None = None):
+    return runner.invoke(app, list(args), input=stdin)
+
+
+def test_catalog_info_json(catalog_dir: Path) -> None:
+    result = invoke("catalog", "info", "--catalog", str(catalog_dir), "--json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["products"] == 1200 and stats["queries"] == 250
+    assert sum(split["queries"] for split in stats["splits"].values()) == 250
+
+
+def test_catalog_info_table_and_real_data(real_data_dir: Path) -> None:
+    result = invoke("catalog", "info", "--catalog", "homedepot", "--data-dir", str(real_data_dir))
+    assert result.exit_code == 0 and "54,667 products" in result.stdout
+
+
+def test_catalog_export_round_trips(tmp_path: Path, tiny_catalog: Catalog, catalog_dir: Path) -> None:
+    result = invoke("catalog", "export", "--catalog", str(catalog_dir), "--out", str(tmp_path / "copy"))
+    assert result.exit_code == 0, result.output
+    assert read_catalog_dir(tmp_path / "copy").content_hash == read_catalog_dir(catalog_dir).content_hash
+
+
+def test_search_json(catalog_dir: Path) -> None:
+    catalog = read_catalog_dir(catalog_dir)
+    title = catalog.products[5].title
+    result = invoke("search", title, "--catalog", str(catalog_dir), "-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert catalog.products[5].id in [row["id"] for row in payload["results"]]
+    assert payload["total"] >= 1 and len(payload["results"]) <= 3
+
+
+def test_search_with_query_syntax_does_not_fail(catalog_dir: Path) -> None:
+    result = invoke("search", 'title:"sofa" AND (NOT -x) \\', "--catalog", str(catalog_dir), "--mode", "or", "--json")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("catalog", "info", "--catalog", "/no/such/dir"), "unknown catalog"),
+        (("search", "sofa", "--catalog", "synthetic", "--mode", "xor"), "mode must be 'and' or 'or'"),
+        (("catalog", "download", "homedepot"), "Kaggle"),
+    ],
+)
+def test_user_errors_are_one_clear_line(args: tuple[str, ...], message: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_score_reads_json_lines_and_survives_bad_lines(catalog_dir: Path) -> None:
+    catalog = read_catalog_dir(catalog_dir)
+    query = next(iter(catalog.queries.values()))
+    lines = [
+        json.dumps({"query": query, "expansions": [query]}),
+        "this is not json",
+        json.dumps({"query": query, "action": '<think>t</think><answer>["grey sofa", "oak desk"]</answer>'}),
+        json.dumps({"query": query, "action": "no answer here"}),
+        json.dumps({"expansions": ["x"]}),
+        json.dumps({"query": query, "expansions": "not a list"}),
+    ]
+    result = invoke("score", "--catalog", str(catalog_dir), "--json", stdin="\n".join(lines) + "\n")
+    assert result.exit_code == 1  # some lines were malformed; all were answered
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["line"] for record in records] == [1, 2, 3, 4, 5, 6]
+    assert records[0]["reward"] == 0.0 and records[0]["valid"]
+    assert "error" in records[1] and "reward" not in records[1]
+    assert records[2]["valid"] and records[2]["expansions"] == ["grey sofa", "oak desk"]
+    assert records[3]["reward"] == -2.0 and records[3]["error"] == "no_answer"
+    assert "query" in records[4]["error"] and "list" in records[5]["error"]
+
+
+@pytest.mark.parametrize("name", ["synthetic", "homedepot"])
+def test_score_on_named_catalogs(name: str, real_data_dir: Path) -> None:
+    line = json.dumps({"query": "grey sofa", "expansions": ["grey couch", "sofa"]})
+    result = invoke("score", "--catalog", name, "--data-dir", str(real_data_dir), "--json", stdin=line + "\n")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["valid"] and record["reward"] == pytest.approx(record["r_rel"] + 0.1 * record["r_size"])
+
+
+def test_relevance_evaluate_writes_metrics_and_plot(catalog_dir: Path, tmp_path: Path) -> None:
+    result = invoke("relevance", "evaluate", "--catalog", str(catalog_dir), "--out", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["ndcg@10"]) == {"gbdt_cross_entropy", "gbdt_lambdarank", "bm25"}
+    assert json.loads((tmp_path / "metrics.json").read_text())["ndcg@10"] == report["ndcg@10"]
+    assert (tmp_path / "feature_importance.png").stat().st_size > 1000
