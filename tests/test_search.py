@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import random
 import shutil
 from pathlib import Path
@@ -175,11 +177,18 @@ def test_corrupt_index_is_detected_and_rebuilt(tiny_catalog: Catalog, tmp_path: 
     expected = engine.search("office chair", k=10)
     path = engine.index_path
     del engine
+    gc.collect()  # release the memory maps before the files change under them
     segment = next(p for p in path.iterdir() if p.suffix in (".idx", ".term"))
+
+    def replace(target: Path, content: bytes) -> None:
+        """Swap in new content as a new file: a live memory map keeps the old one (no SIGBUS)."""
+        (path / "replacement.part").write_bytes(content)
+        os.replace(path / "replacement.part", target)
+
     if damage == "garble_segment":
-        segment.write_bytes(b"\x00garbage" * 50)
+        replace(segment, b"\x00garbage" * 50)
     elif damage == "truncate_segment":
-        segment.write_bytes(segment.read_bytes()[:10])
+        replace(segment, segment.read_bytes()[:10])
     elif damage == "delete_manifest":
         (path / MANIFEST).unlink()
     elif damage == "extra_file":
@@ -187,7 +196,7 @@ def test_corrupt_index_is_detected_and_rebuilt(tiny_catalog: Catalog, tmp_path: 
     elif damage == "delete_meta":
         (path / "meta.json").unlink()
     else:
-        (path / MANIFEST).write_text("{ not json")
+        replace(path / MANIFEST, b"{ not json")
     reopened = SearchEngine(tiny_catalog, cache=tmp_path)
     assert reopened.rebuilt
     assert reopened.search("office chair", k=10) == expected
