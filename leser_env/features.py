@@ -7,15 +7,17 @@ sparse row gathers and element-wise products, with no Python loop per pair.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 import numpy as np
 import scipy.sparse as sp
 
-from catalogs import Catalog
+from catalogs import Catalog, Split
 from leser_env.search import FIELDS, FieldBoosts, build_analyzer, normalize_text
 
-FEATURE_VERSION = 1  # bump whenever a feature changes: cached models are then retrained
+FEATURE_VERSION = 2  # bump whenever a feature changes: cached models are then retrained
+ASSOCIATION_MIN_COUNT = 2  # a (query term, product term) pair must co-occur in this many relevant train pairs
 
 BM25_K1, BM25_B = 1.2, 0.75
 
@@ -29,6 +31,8 @@ FEATURE_NAMES = (
     "title_precision",  # share of the title's distinct terms that the query contains
     "head_term_in_title",  # the query's last term (usually the product noun) occurs in the title
     "head_term_anywhere",  # the query's last term occurs in any field
+    "association",  # learned shopper-to-catalog wording: PMI of (query term, product term) in relevant train pairs
+    "association_hits",  # how many such associated product terms the product has, per query term
     "char3_title",  # cosine of character 3-gram TF-IDF vectors, query vs title (robust to misspellings)
     "char3_all",  # the same against title + category + attributes
     "query_terms",  # number of distinct analysed query terms
@@ -46,6 +50,12 @@ class FeatureExtractor:
     columns each); a query is encoded once into the matching wide row. A batch of pairs is
     then one row gather, one element-wise product and one product with a block-indicator
     matrix, whatever the number of features.
+
+    The association features are learned from the catalog's *train* labels (which product
+    words shoppers' words lead to, e.g. "pain" -> "lumbar"). So that the relevance model does
+    not learn to trust associations fitted on its own training pairs, training features use
+    cross-fitted associations: a train query's features come from associations fitted on the
+    other half of the train queries (``exclude_fold``).
     """
 
     def __init__(self, catalog: Catalog, boosts: FieldBoosts | None = None, query_cache_size: int = 50_000) -> None:
@@ -55,6 +65,10 @@ class FeatureExtractor:
         self.vocabulary: dict[str, int] = {}
         products = catalog.products
         field_terms = {field: [self._terms(text) for text in _field_texts(products, field)] for field in FIELDS}
+        train_ids = [qid for qid in catalog.query_ids(Split.TRAIN) if catalog.qrels.get(qid)]
+        train_terms = {
+            qid: self._terms(catalog.queries[qid]) for qid in train_ids
+        }  # shoppers' words join the vocabulary
         n_products, n_terms = len(products), len(self.vocabulary)
         presence, bm25 = {}, {}
         for field, rows in field_terms.items():
@@ -65,6 +79,11 @@ class FeatureExtractor:
         document_frequency = np.asarray(presence_any.sum(axis=0)).ravel()
         self.idf = np.log(1.0 + (n_products - document_frequency + 0.5) / (document_frequency + 0.5)).astype(np.float32)
         self.max_idf = float(self.idf.max(initial=1.0))
+        self.in_catalog = document_frequency > 0
+        self.associations = {
+            fold: fit_associations(catalog, {q: t for q, t in train_terms.items() if fold_of(q) != fold}, presence_any)
+            for fold in (None, 0, 1)
+        }
         self.title_terms = np.asarray(presence["title"].sum(axis=1), dtype=np.float32).ravel()
         self.description_terms = np.asarray(presence["description"].sum(axis=1), dtype=np.float32).ravel()
 
@@ -81,6 +100,7 @@ class FeatureExtractor:
         # The wide product matrix; each block is matched against one block of the query row.
         term_blocks = [bm25[f] for f in FIELDS] + [presence[f] for f in FIELDS]
         term_blocks += [presence_any, presence_any @ sp.diags(self.idf), presence["title"], presence_any]
+        term_blocks += [presence_any, presence_any]  # matched against the query's associated terms
         char_blocks = [_l2_rows(title_grams @ sp.diags(self.char_idf)), _l2_rows(all_grams @ sp.diags(self.char_idf))]
         self.n_term_blocks, self.n_char_blocks = len(term_blocks), len(char_blocks)
         self.wide = sp.hstack(term_blocks + char_blocks, format="csr", dtype=np.float32)
@@ -93,26 +113,33 @@ class FeatureExtractor:
             ),
             shape=(sum(widths), len(widths)),
         )
-        self._query_cache: dict[str, tuple[sp.csr_matrix, np.ndarray]] = {}
+        self._query_cache: dict[tuple[str, int | None], tuple[sp.csr_matrix, np.ndarray]] = {}
         self._query_cache_size = query_cache_size
 
     @property
     def names(self) -> tuple[str, ...]:
         return FEATURE_NAMES
 
-    def features(self, queries: list[str], query_index: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """A (pairs x features) float32 matrix; pair i is (queries[query_index[i]], product row rows[i])."""
+    def features(
+        self, queries: list[str], query_index: np.ndarray, rows: np.ndarray, exclude_fold: int | None = None
+    ) -> np.ndarray:
+        """A (pairs x features) float32 matrix; pair i is (queries[query_index[i]], product row rows[i]).
+
+        ``exclude_fold`` (0 or 1): use associations fitted without that half of the train queries.
+        """
         query_index = np.asarray(query_index, dtype=np.int64)
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
-        encoded = [self._encode(text) for text in queries]
+        encoded = [self._encode(text, exclude_fold) for text in queries]
         wide_queries = sp.vstack([row for row, _ in encoded], format="csr")[query_index]
         scalars = np.stack([values for _, values in encoded])[query_index]
         n_terms, n_unknown, idf_total, chars = scalars.T
         blocks = np.asarray((wide_queries.multiply(self.wide[rows]) @ self.blocks).todense(), dtype=np.float32)
         bm25, presence = blocks[:, 0:4], blocks[:, 4:8]
-        matched_any, matched_idf, head_title, head_any, char3_title, char3_all = blocks[:, 8:].T
+        matched_any, matched_idf, head_title, head_any, association, association_hits, char3_title, char3_all = blocks[
+            :, 8:
+        ].T
         safe_terms = np.maximum(n_terms, 1.0)
         boosted = bm25 @ np.array([getattr(self.boosts, field) for field in FIELDS], dtype=np.float32)
         return np.column_stack(
@@ -125,6 +152,8 @@ class FeatureExtractor:
                 presence[:, 0] / np.maximum(self.title_terms[rows], 1.0),
                 head_title,
                 head_any,
+                association / safe_terms,
+                association_hits / safe_terms,
                 char3_title,
                 char3_all,
                 n_terms,
@@ -135,18 +164,27 @@ class FeatureExtractor:
             ]
         ).astype(np.float32)
 
-    def _encode(self, text: str) -> tuple[sp.csr_matrix, np.ndarray]:
+    def _encode(self, text: str, exclude_fold: int | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
         """The wide row and the scalar statistics of one query text (memoised)."""
-        cached = self._query_cache.get(text)
+        cached = self._query_cache.get((text, exclude_fold))
         if cached is not None:
             return cached
         analysed = self.analyze(text)
         known = [self.vocabulary[t] for t in analysed if t in self.vocabulary]
         head = [self.vocabulary[analysed[-1]]] if analysed and analysed[-1] in self.vocabulary else []
-        n_vocabulary = len(self.vocabulary)
-        columns = [block * n_vocabulary + column for block in range(self.n_term_blocks - 2) for column in known]
-        columns += [(self.n_term_blocks - 2 + block) * n_vocabulary + column for block in range(2) for column in head]
+        width = len(self.vocabulary)
+        columns = [block * width + column for block in range(10) for column in known]
+        columns += [block * width + column for block in (10, 11) for column in head]
         values = [1.0] * len(columns)
+        associated = (
+            sp.csr_matrix(
+                (np.ones(len(known), dtype=np.float32), (np.zeros(len(known), dtype=np.int64), known)), shape=(1, width)
+            )
+            @ self.associations[exclude_fold]
+        )
+        for block, weights in ((12, associated.data), (13, np.ones_like(associated.data))):
+            columns += (block * width + associated.indices).tolist()
+            values += weights.tolist()
         keys, _ = _char3_keys([text])
         positions = np.searchsorted(self.char_keys, keys)
         found = positions < len(self.char_keys)
@@ -154,7 +192,7 @@ class FeatureExtractor:
         weights = self.char_idf[positions[found]]
         # The norm counts unseen 3-grams too (at the top IDF), so a garbled query is not "similar".
         norm = float(np.sqrt((weights**2).sum() + (~found).sum() * self.max_char_idf**2)) or 1.0
-        offset = self.n_term_blocks * n_vocabulary
+        offset = self.n_term_blocks * width
         n_grams = len(self.char_keys)
         for block in range(self.n_char_blocks):
             columns += (offset + block * n_grams + positions[found]).tolist()
@@ -163,13 +201,15 @@ class FeatureExtractor:
             (np.array(values, dtype=np.float32), np.array(columns, dtype=np.int64), np.array([0, len(columns)])),
             shape=(1, self.wide.shape[1]),
         )
-        unknown = len(analysed) - len(known)
-        # Unknown terms are as rare as can be: they weigh with the largest IDF.
-        idf_total = float(self.idf[known].sum()) + unknown * self.max_idf
+        row.sum_duplicates()
+        in_catalog = [column for column in known if self.in_catalog[column]]
+        unknown = len(analysed) - len(in_catalog)
+        # Terms no product uses are as rare as can be: they weigh with the largest IDF.
+        idf_total = float(self.idf[in_catalog].sum()) + unknown * self.max_idf
         scalars = np.array([len(analysed), unknown, idf_total, min(len(text), 200)], dtype=np.float32)
         if len(self._query_cache) >= self._query_cache_size:
             self._query_cache.clear()
-        self._query_cache[text] = (row, scalars)
+        self._query_cache[(text, exclude_fold)] = (row, scalars)
         return row, scalars
 
     def analyze(self, text: str) -> list[str]:
@@ -183,6 +223,38 @@ class FeatureExtractor:
             return []
         tokens = self.analyzer.analyze(normalize_text(text))
         return [self.vocabulary.setdefault(token, len(self.vocabulary)) for token in tokens]
+
+
+def fold_of(query_id: str) -> int:
+    """The cross-fitting half (0 or 1) of a train query: a stable hash, independent of the split's."""
+    return hashlib.blake2b(f"fold:{query_id}".encode(), digest_size=2).digest()[0] % 2
+
+
+def fit_associations(catalog: Catalog, query_terms: dict[str, list[int]], presence: sp.csr_matrix) -> sp.csr_matrix:
+    """(query term x product term) weights from relevant train pairs: positive PMI, identity excluded.
+
+    w(a, b) = log(P(b in product | a in query, relevant) / P(b in product)), kept where the pair
+    co-occurs in at least ASSOCIATION_MIN_COUNT relevant pairs and w > 0.
+    """
+    width = presence.shape[1]
+    query_rows, product_rows = [], []
+    for query_id, terms in query_terms.items():
+        for product_id in catalog.relevant(query_id):
+            query_rows.append(terms)
+            product_rows.append(catalog.row_of[product_id])
+    if not query_rows:
+        return sp.csr_matrix((width, width), dtype=np.float32)
+    queries = _binary(_count_matrix(query_rows, len(query_rows), width))
+    cooccurrence = (queries.T @ presence[np.array(product_rows)]).tocoo()
+    keep = (cooccurrence.data >= ASSOCIATION_MIN_COUNT) & (cooccurrence.row != cooccurrence.col)
+    rows, columns, counts = cooccurrence.row[keep], cooccurrence.col[keep], cooccurrence.data[keep]
+    query_counts = np.asarray(queries.sum(axis=0)).ravel()
+    product_share = np.asarray(presence.sum(axis=0)).ravel() / max(presence.shape[0], 1)
+    weights = np.log((counts / query_counts[rows]) / np.maximum(product_share[columns], 1e-9))
+    positive = weights > 0
+    return sp.csr_matrix(
+        (weights[positive].astype(np.float32), (rows[positive], columns[positive])), shape=(width, width)
+    )
 
 
 def _field_texts(products: list, field: str) -> list[str]:

@@ -20,3 +20,18 @@ def ndcg_at_k(ranking: Sequence[str], grades: Mapping[str, float], k: int = 10) 
     if ideal == 0:
         return 0.0
     return dcg([max(grades.get(item, 0.0), 0.0) for item in ranking[:k]]) / ideal
+
+
+def interleave(lists: Sequence[Sequence[str]]) -> list[str]:
+    """Round-robin merge without duplicates: rank 1 of each list, then rank 2, ... (the merged result list)."""
+    merged: dict[str, None] = {}
+    for rank in range(max((len(items) for items in lists), default=0)):
+        for items in lists:
+            if rank < len(items):
+                merged.setdefault(items[rank], None)
+    return list(merged)
+
+
+def recall(found: Sequence[str] | set[str], relevant: set[str]) -> float:
+    """Share of the relevant ids that were found (0 when nothing is relevant)."""
+    return len(relevant.intersection(found)) / len(relevant) if relevant else 0.0

@@ -12,6 +12,9 @@ Choices, and why:
   (Measured: LambdaRank wins validation on both the synthetic catalog, clearly, and Home
   Depot, by a hair; on Home Depot's test split the pointwise model is a hair ahead. See
   the README.)
+- Shoppers' words and the catalog's differ ("back pain" vs "lumbar support"); lexical
+  features cannot see that, so the features include term associations learned from the
+  train labels, cross-fitted for the training pairs (``leser_env.features``).
 - Negatives: human-labelled products are mostly candidates some engine already retrieved
   (Home Depot's lowest grade is "1"). The reward will also see products an expansion drags
   in from anywhere, so each train query also gets a few random catalog products labelled 0.
@@ -37,7 +40,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from catalogs import Catalog, Split, cache_dir
-from leser_env.features import FEATURE_NAMES, FEATURE_VERSION, FeatureExtractor
+from leser_env.features import FEATURE_NAMES, FEATURE_VERSION, FeatureExtractor, fold_of
 from leser_env.metrics import ndcg_at_k
 
 MODEL_VERSION = 2
@@ -62,6 +65,7 @@ class LabelledPairs:
     """Training or evaluation pairs: query texts, per-pair query index and product row, grades."""
 
     queries: list[str]
+    query_ids: list[str]
     query_index: np.ndarray
     rows: np.ndarray
     target: np.ndarray  # grade rescaled to [0, 1]
@@ -80,7 +84,7 @@ def labelled_pairs(catalog: Catalog, split: Split | str, negatives_per_query: in
     """All labelled pairs of a split's queries, plus random unlabelled products as grade-0 negatives."""
     low, high = grade_range(catalog)
     rng = np.random.default_rng(seed)
-    queries, query_index, rows, target, groups = [], [], [], [], []
+    queries, query_ids, query_index, rows, target, groups = [], [], [], [], [], []
     n_products = len(catalog.products)
     for query_id in catalog.query_ids(split):
         labels = catalog.qrels.get(query_id)
@@ -88,6 +92,7 @@ def labelled_pairs(catalog: Catalog, split: Split | str, negatives_per_query: in
             continue
         position = len(queries)
         queries.append(catalog.queries[query_id])
+        query_ids.append(query_id)
         labelled_rows = [catalog.row_of[pid] for pid in labels]
         negatives: list[int] = []
         if negatives_per_query and n_products > len(labels):
@@ -102,6 +107,7 @@ def labelled_pairs(catalog: Catalog, split: Split | str, negatives_per_query: in
         groups.append(len(labelled_rows) + len(negatives))
     return LabelledPairs(
         queries,
+        query_ids,
         np.array(query_index, dtype=np.int64),
         np.array(rows, dtype=np.int64),
         np.clip(np.array(target, dtype=np.float32), 0.0, 1.0),
@@ -300,6 +306,19 @@ def fit_sigmoid(raw: np.ndarray, target: np.ndarray) -> list[float]:
     return [float(result.x[0]), float(result.x[1])]
 
 
+def pair_features(features: FeatureExtractor, pairs: LabelledPairs, cross_fit: bool = False) -> np.ndarray:
+    """Features of labelled pairs; with ``cross_fit`` (train pairs) each query's associations are
+    the ones fitted on the other half of the train queries, never on itself."""
+    if not cross_fit:
+        return features.features(pairs.queries, pairs.query_index, pairs.rows)
+    folds = np.array([fold_of(query_id) for query_id in pairs.query_ids], dtype=np.int64)[pairs.query_index]
+    matrix = np.empty((len(pairs.rows), len(FEATURE_NAMES)), dtype=np.float32)
+    for fold in (0, 1):
+        mask = folds == fold
+        matrix[mask] = features.features(pairs.queries, pairs.query_index[mask], pairs.rows[mask], exclude_fold=fold)
+    return matrix
+
+
 def _sigmoid(values: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(values, -60, 60)))
 
@@ -331,7 +350,7 @@ def train_booster(
         params.update({"metric": "ndcg", "eval_at": [10]})
 
     def dataset(pairs: LabelledPairs, reference: lgb.Dataset | None = None) -> lgb.Dataset:
-        matrix = features.features(pairs.queries, pairs.query_index, pairs.rows)
+        matrix = pair_features(features, pairs, cross_fit=reference is None)
         label = np.rint(pairs.target * 4).astype(int) if ranking else pairs.target
         return lgb.Dataset(
             matrix,

@@ -78,15 +78,16 @@ class RewardBreakdown:
     error_detail: str = ""
     query_results: tuple[str, ...] = field(default=(), repr=False)  # R(q), best first
     union_results: tuple[str, ...] = field(default=(), repr=False)  # U(Y): R(q) first, then each R(y) in turn
+    expansion_results: tuple[tuple[str, ...], ...] = field(default=(), repr=False)  # R(y) for each y
 
     def to_dict(self, with_results: bool = False) -> dict[str, Any]:
         record = asdict(self)
         if not with_results:
-            record.pop("query_results")
-            record.pop("union_results")
-        for key in ("rel_expansions", "expansions", "expansion_result_counts", "query_results", "union_results"):
-            if key in record:
-                record[key] = list(record[key])
+            for key in ("query_results", "union_results", "expansion_results"):
+                record.pop(key)
+        for key, value in record.items():
+            if isinstance(value, tuple):
+                record[key] = [list(item) if isinstance(item, tuple) else item for item in value]
         return record
 
 
@@ -176,6 +177,7 @@ class Reward:
             union_size=len(union),
             expansion_result_counts=tuple(len(hits_of[key].ids) for key in expansion_keys),
             union_results=tuple(union),
+            expansion_results=tuple(hits_of[key].ids for key in expansion_keys),
             **common,
         )
 
