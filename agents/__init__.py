@@ -1,0 +1,7 @@
+"""Layer 3: agents (baselines, LLM policies, learning), evaluation, and the `leser` command line."""
+
+from __future__ import annotations
+
+from agents.base import Agent, available, load, make, register
+
+__all__ = ["Agent", "available", "load", "make", "register"]

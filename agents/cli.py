@@ -303,6 +303,87 @@ def _score_input(line: str) -> tuple[dict, str]:
     return record, ""
 
 
+SplitOption = Annotated[str, typer.Option("--split", help="train, validation or test.")]
+LimitOption = Annotated[int | None, typer.Option("--limit", help="Only the first N queries of the split.")]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="Write metrics.json, episodes.jsonl, results.md, metrics.png.")
+]
+
+
+def build_agent(name: str, checkpoint: Path | None, catalog: str, data_dir: Path | None, seed: int):
+    """An agent by registry name, or restored from a checkpoint directory."""
+    import agents
+
+    options = {"catalog": catalog, "data_dir": str(data_dir) if data_dir else None}
+    if checkpoint is not None:
+        return agents.load(checkpoint, **options)
+    return agents.make(name, seed=seed, **options)
+
+
+def print_summaries(summaries: dict, out: Path | None) -> None:
+    from agents.evaluate import METRICS
+
+    first = next(iter(summaries.values()))
+    table = Table(title=f"{first['catalog']}, {first['split']} split, {first['queries']:,} queries")
+    table.add_column("metric")
+    for name in summaries:
+        table.add_column(name, justify="right")
+    for key, (label, style) in METRICS.items():
+        table.add_row(label, *("n/a" if s.get(key) is None else style.format(s[key]) for s in summaries.values()))
+    console.print(table)
+    if out is not None:
+        console.print(f"wrote {out}/metrics.json, episodes.jsonl, results.md, metrics.png")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    agent: Annotated[str, typer.Option("--agent", "-a", help="Agent name (none, random, prf, ...).")] = "none",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="A saved agent directory.")] = None,
+    catalog: CatalogOption = "synthetic",
+    data_dir: DataDirOption = None,
+    split: SplitOption = "test",
+    limit: LimitOption = None,
+    seed: int = 0,
+    out: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run one agent over every query of a split and report the metrics."""
+    from agents.evaluate import evaluate
+
+    built = build_agent(agent, checkpoint, catalog, data_dir, seed)
+    summary = evaluate(built, catalog, split, str(data_dir) if data_dir else None, limit, out, progress=not as_json)
+    if as_json:
+        emit_json(summary)
+    else:
+        print_summaries({built.name: summary}, out)
+
+
+@app.command("compare")
+@user_errors
+def compare_command(
+    agent_names: Annotated[str, typer.Option("--agents", help="Comma-separated agent names.")] = "none,random,prf",
+    catalog: CatalogOption = "synthetic",
+    data_dir: DataDirOption = None,
+    split: SplitOption = "test",
+    limit: LimitOption = None,
+    seed: int = 0,
+    out: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run several agents on the same queries: one table, one chart."""
+    from agents.evaluate import compare
+
+    built = [
+        build_agent(name.strip(), None, catalog, data_dir, seed) for name in agent_names.split(",") if name.strip()
+    ]
+    summaries = compare(built, catalog, split, str(data_dir) if data_dir else None, limit, out, progress=not as_json)
+    if as_json:
+        emit_json(summaries)
+    else:
+        print_summaries(summaries, out)
+
+
 @app.command("demo")
 @user_errors
 def demo(catalog: CatalogOption = "synthetic", data_dir: DataDirOption = None, examples: int = 6) -> None:

@@ -124,5 +124,11 @@ def parse_action(text: object, limits: ActionLimits = ActionLimits()) -> ParsedA
 
 
 def encode_action(expansions: Sequence[str], think: str = "") -> str:
-    """The action text for an expansion list (what a programmatic agent sends)."""
-    return f"<think>{think}</think><answer>{json.dumps(list(expansions), ensure_ascii=False)}</answer>"
+    """The action text for an expansion list (what a programmatic agent sends).
+
+    Angle brackets inside the JSON are written as \\u003c / \\u003e (the same strings once
+    decoded), and dropped from the think text, so no expansion can forge an answer tag.
+    """
+    answer = json.dumps(list(expansions), ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+    think = think.replace("<", " ").replace(">", " ")
+    return f"<think>{think}</think><answer>{answer}</answer>"

@@ -62,6 +62,11 @@ class LeserEnv(gym.Env):
     ("train" | "validation" | "test"), ``reward_config`` (RewardConfig or dict of its fields),
     ``context_k`` (default 5), ``mode`` ("and" | "or", overrides the reward config's matching),
     ``seed``. Heavy objects (index, relevance model) are shared by every env in the process.
+
+    ## Vector environments
+    Every episode is one step: under ``gym.make_vec`` pass
+    ``vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}`` so that each vector
+    step is a full episode (the default ``NEXT_STEP`` mode spends every other step on a reset).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
@@ -265,8 +270,17 @@ class ExpansionListAction(gym.ActionWrapper):
         return encode_action(list(action))
 
 
+_CHARSETS: dict[str, str] = {}
+
+
 def _charset(catalog: Catalog) -> str:
-    """Printable ASCII plus every character the catalog's queries and product texts use."""
+    """Printable ASCII plus every character the catalog's queries and product texts use (once per catalog)."""
+    if catalog.content_hash not in _CHARSETS:
+        _CHARSETS[catalog.content_hash] = _collect_characters(catalog)
+    return _CHARSETS[catalog.content_hash]
+
+
+def _collect_characters(catalog: Catalog) -> str:
     characters = set(string.printable) - set("\x0b\x0c\r")
     for text in catalog.queries.values():
         characters.update(text)
@@ -302,7 +316,7 @@ class SharedTextBatch(Sequence[str]):
             raise IndexError(index)
         row = np.frombuffer(self._memory.get_obj(), dtype=np.int32).reshape(self._n, self._space.max_length)[index]
         characters = self._space.character_list
-        return "".join(characters[value] for value in row if value < len(characters))
+        return "".join([characters[value] for value in row[row < len(characters)].tolist()])
 
     def __iter__(self) -> Iterator[str]:
         return (self[index] for index in range(self._n))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -81,14 +81,19 @@ class RewardBreakdown:
     expansion_results: tuple[tuple[str, ...], ...] = field(default=(), repr=False)  # R(y) for each y
 
     def to_dict(self, with_results: bool = False) -> dict[str, Any]:
-        record = asdict(self)
-        if not with_results:
-            for key in ("query_results", "union_results", "expansion_results"):
-                record.pop(key)
-        for key, value in record.items():
+        """A JSON-ready dict; the result id lists only ``with_results`` (they are long)."""
+        record: dict[str, Any] = {}
+        for item in fields(self):
+            if item.name in RESULT_FIELDS and not with_results:
+                continue
+            value = getattr(self, item.name)
             if isinstance(value, tuple):
-                record[key] = [list(item) if isinstance(item, tuple) else item for item in value]
+                value = [list(entry) if isinstance(entry, tuple) else entry for entry in value]
+            record[item.name] = value
         return record
+
+
+RESULT_FIELDS = frozenset({"query_results", "union_results", "expansion_results"})
 
 
 class Reward:
@@ -122,13 +127,12 @@ class Reward:
         """Score N actions for one query together; shared expansions are searched and judged once."""
         query = query if isinstance(query, str) else ""
         parsed = [self.parse(action) for action in actions]
-        texts = [query] + [y for p in parsed if p.valid for y in p.expansions]
-        keys = list(dict.fromkeys(self.engine.analyze(text) for text in texts))
-        hits_of = self._hits(keys)
-        rel_of = self._rel(query, hits_of)
         query_key = self.engine.analyze(query)
+        analysed = {y: self.engine.analyze(y) for p in parsed if p.valid for y in p.expansions}
+        hits_of = self._hits(list(dict.fromkeys([query_key, *analysed.values()])))
+        rel_of = self._rel(query, hits_of)
         base_hits, base_rel = hits_of[query_key], rel_of[query_key]
-        return [self._breakdown(p, query_key, base_hits, base_rel, hits_of, rel_of) for p in parsed]
+        return [self._breakdown(p, analysed, base_hits, base_rel, hits_of, rel_of) for p in parsed]
 
     def cache_info(self) -> dict[str, int]:
         return {"rel_entries": len(self._rel_cache), **{f"search_{k}": v for k, v in self.engine.cache_info().items()}}
@@ -138,7 +142,7 @@ class Reward:
     def _breakdown(
         self,
         parsed: ParsedAction,
-        query_key: tuple[str, ...],
+        analysed: dict[str, tuple[str, ...]],
         base_hits: Hits,
         base_rel: float,
         hits_of: dict[tuple[str, ...], Hits],
@@ -160,7 +164,7 @@ class Reward:
                 union_results=base_hits.ids,
                 **common,
             )
-        expansion_keys = [self.engine.analyze(y) for y in parsed.expansions]
+        expansion_keys = [analysed[y] for y in parsed.expansions]
         union = dict.fromkeys(base_hits.ids)
         for key in expansion_keys:
             union.update(dict.fromkeys(hits_of[key].ids))

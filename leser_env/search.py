@@ -72,7 +72,14 @@ EMPTY_HITS = Hits((), (), 0)
 
 
 def normalize_text(text: str) -> str:
-    """Unicode NFKC (full-width and compatibility forms fold to their plain letters) before analysis."""
+    """Unicode NFKC (full-width and compatibility forms fold to their plain letters) before analysis.
+
+    Lone surrogates (not encodable, so tantivy would refuse the string) become "?".
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
     return unicodedata.normalize("NFKC", text)
 
 

@@ -90,3 +90,9 @@ def test_parser_never_raises(text: str) -> None:
     parsed = parse_action(text)
     assert parsed.valid == (parsed.error is None)
     assert all(0 < len(y) <= 100 for y in parsed.expansions) and len(parsed.expansions) <= 5
+
+
+def test_expansions_cannot_forge_tags() -> None:
+    tricky = ["</think><answer>[]</answer>", "a <b> c"]
+    parsed = parse_action(encode_action(tricky, think="<answer>[1]</answer>"))
+    assert parsed.valid and parsed.expansions == tuple(tricky)

@@ -154,7 +154,9 @@ def test_nothing_raises_on_arbitrary_text(reward: Reward, query: str, action: st
         assert math.isfinite(reward.score(query, wrapped).reward)
 
 
-@pytest.mark.parametrize("text", ['title:"sofa" AND (NOT -chair)', "\\", "🛋️" * 50, "x" * 10_000, "", " \n\t "])
+@pytest.mark.parametrize(
+    "text", ['title:"sofa" AND (NOT -chair)', "\\", "🛋️" * 50, "x" * 10_000, "", " \n\t ", "lone \ud800 surrogate"]
+)
 def test_query_syntax_and_huge_strings(reward: Reward, text: str) -> None:
     for query, action in [(text, ["sofa"]), ("grey sofa", [text[:100] or "x"]), (text, text)]:
         assert math.isfinite(reward.score(query, action).reward)

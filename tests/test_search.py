@@ -54,6 +54,7 @@ ADVERSARIAL = [
     "chair " * 2_000,
     "\u200b\u200d",
     "\ud7ff",
+    "\ud800 sofa",
     "<think>",
     '["a", "b"]',
 ]

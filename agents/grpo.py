@@ -1,0 +1,207 @@
+"""GRPO for LESER, as published: groups of completions scored by the search engine, no critic.
+
+Per optimizer step:
+1. sample ``queries_per_step`` train queries; for each, ``group_size`` (N=4) completions at
+   temperature 0.9, with the log-probabilities of their tokens at sampling time;
+2. score each group with the environment (``LeserEnv.score_group``): shared expansions are
+   searched and judged once;
+3. advantage of each completion = its reward minus its group's mean (optionally divided by the
+   group's standard deviation, ``scale_by_std``); a group whose rewards are all equal carries
+   no learning signal (logged as ``zero_signal``);
+4. loss per token: the PPO-style clipped surrogate (epsilon 0.2) on the probability ratio to
+   the sampling-time policy, minus ``kl_beta`` times the k3 estimate of the KL to the reference
+   policy (the base model: the same weights with the LoRA adapter disabled); averaged over a
+   completion's tokens, then over completions; gradients accumulated over micro-batches;
+   ``inner_epochs`` > 1 reuses the sampled log-probabilities for several updates.
+An invalid completion simply gets the format penalty as its reward: it flows through training
+like any other sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from agents.base import Agent, register
+from agents.policy import LLMPolicy, Samples
+from agents.training import RunLog, has_checkpoint, load_checkpoint, plot_learning_curve, save_checkpoint
+from leser_env.env import LeserEnv
+
+
+@dataclass
+class GRPOConfig:
+    steps: int = 40
+    queries_per_step: int = 4
+    group_size: int = 4
+    temperature: float = 0.9
+    max_new_tokens: int = 96
+    learning_rate: float = 2e-5
+    clip_epsilon: float = 0.2
+    kl_beta: float = 0.04
+    scale_by_std: bool = False
+    inner_epochs: int = 1
+    micro_batch: int = 8  # completions per forward/backward pass (gradient accumulation)
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = 5
+    seed: int = 0
+
+
+def group_advantages(rewards: np.ndarray, scale_by_std: bool = False) -> np.ndarray:
+    """Reward minus the group mean, per row (one row per query); optionally over the group's std."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    advantages = rewards - rewards.mean(axis=1, keepdims=True)
+    if scale_by_std:
+        advantages = advantages / (rewards.std(axis=1, keepdims=True) + 1e-4)
+    return advantages
+
+
+def grpo_loss(
+    new_logprobs: Sequence[torch.Tensor],
+    old_logprobs: Sequence[torch.Tensor],
+    ref_logprobs: Sequence[torch.Tensor],
+    advantages: Sequence[float],
+    clip_epsilon: float,
+    kl_beta: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate with a k3 KL penalty, token-level, averaged per completion then over completions."""
+    losses, kls, clipped, tokens = [], [], 0, 0
+    for new, old, ref, advantage in zip(new_logprobs, old_logprobs, ref_logprobs, advantages, strict=True):
+        if new.numel() == 0:
+            continue
+        ratio = torch.exp(new - old)
+        surrogate = torch.minimum(ratio * advantage, torch.clamp(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * advantage)
+        log_ratio_ref = ref - new
+        kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1  # k3: unbiased, always >= 0
+        losses.append(-(surrogate - kl_beta * kl).mean())
+        kls.append(kl.mean().detach())
+        clipped += int(((ratio - 1).abs() > clip_epsilon).sum())
+        tokens += new.numel()
+    if not losses:
+        zero = torch.zeros((), requires_grad=True)
+        return zero, {"kl": 0.0, "clip_fraction": 0.0}
+    loss = torch.stack(losses).mean()
+    return loss, {"kl": float(torch.stack(kls).mean()), "clip_fraction": clipped / max(tokens, 1)}
+
+
+def collect(policy: LLMPolicy, env: LeserEnv, config: GRPOConfig) -> tuple[Samples, np.ndarray, list[dict[str, Any]]]:
+    """Sample groups for fresh train queries and score each group with the environment."""
+    observations, query_ids = [], []
+    for _ in range(config.queries_per_step):
+        observation, info = env.reset()
+        observations.append(observation)
+        query_ids.append(info["query_id"])
+    samples = policy.sample(
+        observations, n=config.group_size, temperature=config.temperature, max_new_tokens=config.max_new_tokens
+    )
+    rewards, infos = [], []
+    for index, query_id in enumerate(query_ids):
+        env.reset(options={"query_id": query_id})
+        group = samples.texts[index * config.group_size : (index + 1) * config.group_size]
+        group_rewards, group_infos = env.score_group(group)
+        rewards.append(group_rewards)
+        infos.extend(group_infos)
+    return samples, np.array(rewards), infos
+
+
+def update(
+    policy: LLMPolicy, optimizer: torch.optim.Optimizer, samples: Samples, advantages: np.ndarray, config: GRPOConfig
+) -> dict[str, float]:
+    """One or more gradient steps on a collected batch; returns loss, KL, clip fraction, entropy."""
+    prompts = [prompt for prompt in samples.prompt_ids for _ in range(samples.n)]
+    flat_advantages = advantages.reshape(-1).tolist()
+    reference = policy.completion_logprobs(prompts, samples.completion_ids, grad=False, reference=True)
+    total = len(prompts)
+    stats: dict[str, float] = {}
+    policy.model.train()
+    for _ in range(config.inner_epochs):
+        optimizer.zero_grad()
+        sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
+        for start in range(0, total, config.micro_batch):
+            part = slice(start, start + config.micro_batch)
+            new, entropies = policy.completion_logprobs(
+                prompts[part], samples.completion_ids[part], grad=True, return_entropy=True
+            )
+            loss, part_stats = grpo_loss(
+                new, samples.logprobs[part], reference[part], flat_advantages[part], config.clip_epsilon, config.kl_beta
+            )
+            weight = len(new) / total
+            (loss * weight).backward()
+            sums["loss"] += float(loss) * weight
+            sums["kl"] += part_stats["kl"] * weight
+            sums["clip_fraction"] += part_stats["clip_fraction"] * weight
+            sums["entropy"] += float(torch.cat(entropies).mean()) * weight if entropies else 0.0
+        torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), config.max_grad_norm)
+        optimizer.step()
+        stats = sums
+    return stats
+
+
+def train(
+    policy: LLMPolicy, env: LeserEnv, config: GRPOConfig, out: str | Path, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """The GRPO loop with logging, atomic checkpoints and resume (see ``agents.training``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    env.reset(seed=config.seed)
+    optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.learning_rate)
+    start, records = 0, []
+    if resume and has_checkpoint(out):
+        start, records, _ = load_checkpoint(out, optimizer, env.np_random)
+    log = RunLog(out, records)
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("GRPO", total=config.steps, completed=start)
+        for step in range(start, config.steps):
+            samples, rewards, infos = collect(policy, env, config)
+            advantages = group_advantages(rewards, config.scale_by_std)
+            stats = update(policy, optimizer, samples, advantages, config)
+            breakdowns = [info["reward_breakdown"] for info in infos]
+            record = {
+                "step": step + 1,
+                "reward_mean": float(rewards.mean()),
+                "reward_std": float(rewards.std()),
+                "r_rel": float(np.mean([b["r_rel"] for b in breakdowns])),
+                "r_size": float(np.mean([b["r_size"] for b in breakdowns])),
+                "valid_rate": float(np.mean([b["valid"] for b in breakdowns])),
+                "zero_signal": float(np.mean(np.ptp(rewards, axis=1) == 0)),
+                "completion_tokens": float(np.mean([len(ids) for ids in samples.completion_ids])),
+                **stats,
+            }
+            log.add(record)
+            bar.update(
+                task,
+                advance=1,
+                description=f"GRPO reward {record['reward_mean']:+.3f} valid {record['valid_rate']:.0%}",
+            )
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+                save_checkpoint(out, policy, optimizer, step + 1, asdict(config), log, env.np_random)
+    log.close()
+    plot_learning_curve(log.records, out / "learning_curve.png", f"GRPO on {env.catalog.name}")
+    return {"steps": config.steps, "log": log.records}
+
+
+@register("grpo")
+class GRPOAgent(Agent):
+    """The LLM policy trained by GRPO (``policy_dir``: a run's ``policy/``), acting greedily."""
+
+    def __init__(
+        self,
+        catalog: str = "synthetic",
+        data_dir: str | None = None,
+        seed: int = 0,
+        policy_dir: str | None = None,
+        **config: Any,
+    ) -> None:
+        super().__init__(catalog, data_dir, seed, policy_dir=policy_dir, **config)
+        if not policy_dir:
+            raise ValueError("the grpo agent needs a trained policy: pass --checkpoint RUN_DIR")
+        self.policy = LLMPolicy.load(policy_dir)
+
+    def act(self, observations: Sequence[Mapping[str, str]]) -> list[str]:
+        return self.policy.act(observations)

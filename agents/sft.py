@@ -1,0 +1,189 @@
+"""SFT warm-up: teach the LLM policy the action format (and a first sense of catalog wording).
+
+How the targets are made, and why they do not leak:
+- Only *train*-split queries are used. For each, the candidate expansions are short phrases
+  (2-3 consecutive title words) from the products human raters labelled relevant to that
+  query, preferring products the query itself does not retrieve: the wording the catalog uses
+  for what the shopper meant.
+- Each candidate is scored by the environment's reward for that query (search engine plus the
+  relevance model, itself trained on train labels only); the best distinct ones, up to
+  ``max_expansions``, with a positive reward form the target. Where none helps, the target is
+  the query itself (a valid action worth exactly 0), so the policy learns the format anyway.
+- The target is written in the action format with a one-sentence think block.
+Validation and test queries are never read here; ``format_valid_rate`` measures the paper's
+first experiment (the untouched model's valid-format rate against the warmed-up one's) on
+validation queries.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import track
+
+from agents.base import Agent, register, write_json_atomically
+from agents.policy import LLMPolicy, PolicyConfig
+from catalogs import Split
+from leser_env.actions import encode_action, parse_action
+from leser_env.env import LeserEnv
+
+WORD = re.compile(r"[a-z][a-z0-9\-']*")
+
+
+@dataclass
+class SFTConfig:
+    examples: int = 400  # the paper warms up on 10k; a CPU default that teaches the format
+    epochs: int = 1
+    batch_size: int = 4
+    learning_rate: float = 2e-4
+    max_expansions: int = 3
+    candidates_per_query: int = 30
+    checkpoint_every: int = 25  # optimizer steps
+    seed: int = 0
+
+
+def build_examples(
+    env: LeserEnv, count: int, max_expansions: int = 3, candidates_per_query: int = 30, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Warm-up (observation, target action) pairs from train queries only (see the module docstring)."""
+    if env.split != Split.TRAIN:
+        raise ValueError("SFT examples are built from the train split only")
+    catalog = env.catalog
+    query_ids = [qid for qid in env.query_ids if catalog.relevant(qid)]
+    random.Random(seed).shuffle(query_ids)
+    examples = []
+    for query_id in query_ids[:count]:
+        observation, _ = env.reset(options={"query_id": query_id})
+        query = observation["query"]
+        retrieved = set(env.engine.search(query, env.config.depth, env.config.mode).ids)
+        relevant = sorted(catalog.relevant(query_id), key=lambda pid: (pid in retrieved, pid))
+        phrases: Counter[str] = Counter()
+        for product_id in relevant:
+            words = WORD.findall(catalog.product(product_id).title.lower())
+            for size in (2, 3):
+                for start in range(len(words) - size + 1):
+                    phrases[" ".join(words[start : start + size])] += 1
+        candidates = [phrase for phrase, _ in phrases.most_common(candidates_per_query)]
+        rewards, _ = env.score_group([[phrase] for phrase in candidates]) if candidates else ([], [])
+        ranked = sorted(zip(rewards, candidates, strict=True), key=lambda item: -item[0])
+        chosen = [phrase for reward, phrase in ranked if reward > 0][:max_expansions]
+        if chosen:
+            think = f"Products that fit '{query}' are described as " + ", ".join(chosen[:2]) + "."
+        else:
+            chosen = [query]
+            think = "The query already says it in the catalog's words."
+        examples.append({"query_id": query_id, "observation": observation, "target": encode_action(chosen, think)})
+    return examples
+
+
+def format_valid_rate(policy: LLMPolicy, observations: Sequence[Mapping[str, str]], batch_size: int = 8) -> float:
+    """Share of greedy completions that parse as a valid action (the paper's first measurement)."""
+    valid = 0
+    for start in range(0, len(observations), batch_size):
+        texts = policy.act(observations[start : start + batch_size])
+        valid += sum(parse_action(text, policy.reward_config.limits).valid for text in texts)
+    return valid / max(len(observations), 1)
+
+
+def sft_loss(policy: LLMPolicy, batch: Sequence[dict[str, Any]]) -> torch.Tensor:
+    """Mean negative log-likelihood of the target tokens (the prompt is context, not learned)."""
+    prompts = [policy.encode_prompt(example["observation"]) for example in batch]
+    targets = [
+        policy.tokenizer(example["target"] + policy.stop_token, add_special_tokens=False)["input_ids"]
+        for example in batch
+    ]
+    logprobs = policy.completion_logprobs(prompts, targets, grad=True)
+    return -torch.cat(logprobs).mean()
+
+
+def train(
+    policy: LLMPolicy,
+    examples: list[dict[str, Any]],
+    config: SFTConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """LoRA fine-tuning on the warm-up examples; checkpoints atomically; resumes where it stopped."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.learning_rate)
+    order = [
+        i
+        for epoch in range(config.epochs)
+        for i in random.Random(config.seed + epoch).sample(range(len(examples)), len(examples))
+    ]
+    steps = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    state_file = out / "trainer_state.json"
+    start, log = 0, []
+    if resume and state_file.is_file():
+        state = json.loads(state_file.read_text())
+        start, log = state["step"], state["log"]
+        optimizer.load_state_dict(torch.load(out / "optimizer.pt", weights_only=True))
+    policy.model.train()
+    for step in track(
+        range(start, len(steps)), description="SFT warm-up", disable=not progress, total=len(steps), completed=start
+    ):
+        loss = sft_loss(policy, [examples[i] for i in steps[step]])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), 1.0)
+        optimizer.step()
+        log.append({"step": step + 1, "loss": float(loss)})
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == len(steps):
+            save_checkpoint(policy, optimizer, out, step + 1, log, config)
+    return {"steps": len(steps), "final_loss": log[-1]["loss"] if log else None, "log": log}
+
+
+def save_checkpoint(
+    policy: LLMPolicy,
+    optimizer: torch.optim.Optimizer,
+    out: Path,
+    step: int,
+    log: list[dict[str, Any]],
+    config: SFTConfig,
+) -> None:
+    """Adapter, optimizer and progress: each file replaced atomically, the state file last."""
+    policy.save(out / "policy")
+    temporary = out / "optimizer.pt.tmp"
+    torch.save(optimizer.state_dict(), temporary)
+    temporary.replace(out / "optimizer.pt")
+    write_json_atomically(out / "trainer_state.json", {"step": step, "log": log, "config": asdict(config)})
+
+
+@register("sft")
+class SFTAgent(Agent):
+    """The LLM policy after warm-up (or, without a checkpoint, the untouched model with a fresh adapter)."""
+
+    def __init__(
+        self,
+        catalog: str = "synthetic",
+        data_dir: str | None = None,
+        seed: int = 0,
+        policy_dir: str | None = None,
+        model: str | None = None,
+        **config: Any,
+    ) -> None:
+        super().__init__(catalog, data_dir, seed, policy_dir=policy_dir, model=model, **config)
+        if policy_dir:
+            self.policy = LLMPolicy.load(policy_dir)
+        else:
+            self.policy = LLMPolicy(PolicyConfig(model=model) if model else PolicyConfig())
+
+    def act(self, observations: Sequence[Mapping[str, str]]) -> list[str]:
+        return self.policy.act(observations)
+
+    def save(self, path: str | Path) -> Path:
+        directory = Path(path)
+        self.policy.save(directory / "policy")
+        self.config["policy_dir"] = str((directory / "policy").resolve())
+        return super().save(directory)

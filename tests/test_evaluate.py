@@ -1,0 +1,99 @@
+"""The evaluation harness: metrics computed as DESIGN.md defines them, reports written, CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import agents
+from agents.cli import app
+from agents.evaluate import compare, summarize
+from catalogs import synthetic_catalog, write_catalog_dir
+
+
+def record(**values):
+    base = {
+        "reward": 0.0,
+        "valid": True,
+        "query_result_count": 0,
+        "union_size": 0,
+        "rel_query": 0.0,
+        "rel_expansions": 0.0,
+        "labelled": True,
+        "relevant": 2,
+        "relevant_in_query_results": 0,
+        "relevant_in_union": 0,
+        "ndcg@10_query": 0.0,
+        "ndcg@10_merged": 0.0,
+        "latency_ms": 1.0,
+    }
+    return {**base, **values}
+
+
+def test_summary_is_micro_averaged_so_zero_result_queries_count() -> None:
+    records = [
+        record(
+            query_result_count=10,
+            union_size=10,
+            rel_query=0.5,
+            rel_expansions=0.5,
+            relevant_in_union=1,
+            relevant_in_query_results=1,
+        ),
+        record(query_result_count=0, union_size=30, rel_query=0.0, rel_expansions=0.6, relevant_in_union=2),
+        record(valid=False, reward=-2.0, query_result_count=10, union_size=10, rel_query=0.3, rel_expansions=0.3),
+    ]
+    summary = summarize(records)
+    assert summary["retrieval_gain"] == pytest.approx(50 / 20 - 1)  # not the mean of per-query ratios
+    assert summary["relevance_gain"] == pytest.approx(1.4 / 0.8 - 1)
+    assert summary["recall_query"] == pytest.approx(1 / 6) and summary["recall_union"] == pytest.approx(3 / 6)
+    assert summary["format_valid_rate"] == pytest.approx(2 / 3)
+    assert summary["zero_result_queries"] == pytest.approx(1 / 3) and summary["zero_result_rescued"] == 1.0
+    assert summary["mean_reward"] == pytest.approx(-2 / 3)
+
+
+def test_all_zero_baselines_report_not_available_instead_of_dividing_by_zero() -> None:
+    summary = summarize([record(labelled=False)])
+    assert summary["retrieval_gain"] is None and summary["relevance_gain"] is None and summary["recall_union"] is None
+
+
+def test_compare_runs_every_agent_on_the_same_queries(tmp_path: Path) -> None:
+    baselines = [agents.make(name, catalog="synthetic") for name in ("none", "prf")]
+    summaries = compare(baselines, "synthetic", "test", limit=25, out=tmp_path, progress=False)
+    episodes = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    by_agent = {name: [e["query_id"] for e in episodes if e["agent"] == name] for name in ("none", "prf")}
+    assert by_agent["none"] == by_agent["prf"] and len(by_agent["none"]) == 25
+    assert summaries["none"]["mean_reward"] == 0.0 and summaries["none"]["retrieval_gain"] == 0.0
+    assert summaries["prf"]["recall_union"] > summaries["none"]["recall_union"]
+    assert "| mean reward |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prf_on_home_depot_gains_retrieval_and_human_label_recall(real_data_dir: Path) -> None:
+    baselines = [agents.make(name, catalog="homedepot", data_dir=str(real_data_dir)) for name in ("none", "prf")]
+    summaries = compare(baselines, "homedepot", "test", str(real_data_dir), limit=200, progress=False)
+    assert summaries["prf"]["retrieval_gain"] > 0.5
+    assert summaries["prf"]["recall_union"] > summaries["none"]["recall_query"] + 0.05
+
+
+def test_leser_evaluate_on_a_catalog_nobody_tuned_for(tmp_path: Path) -> None:
+    directory = tmp_path / "my-shop"
+    write_catalog_dir(synthetic_catalog(seed=21, n_products=900, n_queries=220), directory)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        app, ["evaluate", "--agent", "prf", "--catalog", str(directory), "--split", "test", "--out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["agent"] == "prf" and summary["queries"] > 5 and summary["format_valid_rate"] == 1.0
+    assert json.loads((out / "metrics.json").read_text())["mean_reward"] == summary["mean_reward"]
+    for name in ("episodes.jsonl", "results.md", "metrics.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_unknown_agent_is_a_clear_error() -> None:
+    result = CliRunner().invoke(app, ["evaluate", "--agent", "oracle", "--catalog", "synthetic"])
+    assert result.exit_code == 2 and "unknown agent 'oracle'" in result.stderr
