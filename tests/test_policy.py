@@ -1,0 +1,157 @@
+"""The LLM policy, SFT and GRPO on a tiny randomly initialised model: real code paths in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents import grpo, sft
+from agents.policy import LLMPolicy
+from catalogs import Split
+from leser_env.actions import parse_action
+from leser_env.env import LeserEnv
+
+OBSERVATIONS = [
+    {"query": "chair for back pain", "context": "- Ergonomic Office Chair | Furniture > Chairs | black; mesh"},
+    {"query": "grey couch", "context": "- Three Seat Sofa | Furniture > Sofas | grey"},
+]
+
+
+def lora_and_base(policy: LLMPolicy) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    lora, base = {}, {}
+    for name, parameter in policy.model.named_parameters():
+        (lora if "lora_" in name else base)[name] = parameter.detach().clone()
+    return lora, base
+
+
+def test_sampling_returns_groups_with_their_logprobs(tiny_policy) -> None:
+    policy = tiny_policy()
+    samples = policy.sample(OBSERVATIONS, n=3)
+    assert len(samples.texts) == len(samples.completion_ids) == len(samples.logprobs) == 6
+    assert len(samples.prompt_ids) == 2
+    for ids, logprobs in zip(samples.completion_ids, samples.logprobs, strict=True):
+        assert 0 < len(ids) <= policy.config.max_new_tokens and logprobs.shape == (len(ids),)
+        assert torch.all(logprobs <= 0)
+    prompts = [p for p in samples.prompt_ids for _ in range(3)]
+    again = policy.completion_logprobs(prompts, samples.completion_ids, grad=False)
+    for first, second in zip(samples.logprobs, again, strict=True):
+        torch.testing.assert_close(first, second)
+
+
+def test_kl_is_zero_with_the_adapter_disabled(tiny_policy) -> None:
+    policy = tiny_policy()
+    samples = policy.sample(OBSERVATIONS, n=2)
+    prompts = [p for p in samples.prompt_ids for _ in range(2)]
+    reference = policy.completion_logprobs(prompts, samples.completion_ids, grad=False, reference=True)
+    for ours, ref in zip(samples.logprobs, reference, strict=True):  # a fresh adapter is the identity
+        torch.testing.assert_close(ours, ref)
+    with torch.no_grad():
+        for name, parameter in policy.model.named_parameters():
+            if "lora_B" in name:
+                parameter.add_(0.05)
+    moved = policy.completion_logprobs(prompts, samples.completion_ids, grad=False)
+    still = policy.completion_logprobs(prompts, samples.completion_ids, grad=False, reference=True)
+    assert any(not torch.allclose(a, b) for a, b in zip(moved, reference, strict=True))
+    for a, b in zip(still, reference, strict=True):  # the reference is the base model, untouched
+        torch.testing.assert_close(a, b)
+
+
+@given(st.lists(st.lists(st.floats(-2, 2), min_size=4, max_size=4), min_size=1, max_size=6), st.booleans())
+def test_advantages_sum_to_zero_per_group(rewards: list[list[float]], scale: bool) -> None:
+    advantages = grpo.group_advantages(np.array(rewards), scale_by_std=scale)
+    np.testing.assert_allclose(advantages.sum(axis=1), 0.0, atol=1e-6)
+
+
+def test_a_grpo_update_changes_only_lora_and_lowers_the_surrogate_loss(tiny_policy) -> None:
+    policy = tiny_policy()
+    config = grpo.GRPOConfig(learning_rate=5e-3, kl_beta=0.0, group_size=4, micro_batch=4)
+    samples = policy.sample(OBSERVATIONS, n=4)
+    advantages = grpo.group_advantages(np.array([[1.0, -1.0, 0.5, -0.5], [0.2, -0.2, 1.0, -1.0]]))
+    prompts = [p for p in samples.prompt_ids for _ in range(4)]
+
+    def surrogate_loss() -> float:
+        new = policy.completion_logprobs(prompts, samples.completion_ids, grad=False)
+        loss, _ = grpo.grpo_loss(new, samples.logprobs, new, advantages.reshape(-1).tolist(), 0.2, 0.0)
+        return float(loss)
+
+    lora_before, base_before = lora_and_base(policy)
+    before = surrogate_loss()
+    optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.learning_rate)
+    for _ in range(3):
+        grpo.update(policy, optimizer, samples, advantages, config)
+    lora_after, base_after = lora_and_base(policy)
+    assert surrogate_loss() < before
+    assert any(not torch.equal(lora_before[k], lora_after[k]) for k in lora_before)
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+
+
+def test_checkpoint_round_trip(tiny_policy, tmp_path: Path) -> None:
+    policy = tiny_policy()
+    with torch.no_grad():
+        for name, parameter in policy.model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    samples = policy.sample(OBSERVATIONS, n=1)
+    policy.save(tmp_path / "policy")
+    base = tiny_policy(base_only=True)  # same seed: the same base weights
+    restored = LLMPolicy.load(tmp_path / "policy", model=base, tokenizer=policy.tokenizer)
+    again = restored.completion_logprobs(samples.prompt_ids, samples.completion_ids, grad=False)
+    for first, second in zip(samples.logprobs, again, strict=True):
+        torch.testing.assert_close(first, second)
+    assert json.loads((tmp_path / "policy" / "policy.json").read_text())["lora_rank"] == 4
+
+
+def test_invalid_completions_flow_through_training_as_penalties(tiny_policy, tmp_path: Path) -> None:
+    env = LeserEnv(catalog="synthetic", split="train")
+    config = grpo.GRPOConfig(steps=2, queries_per_step=2, group_size=3, max_new_tokens=8, checkpoint_every=1)
+    result = grpo.train(tiny_policy(), env, config, tmp_path, progress=False)
+    assert [r["step"] for r in result["log"]] == [1, 2]
+    for record in result["log"]:  # a random tiny model writes garbage: every completion is invalid
+        assert record["valid_rate"] == 0.0 and record["reward_mean"] == env.config.format_penalty
+        assert record["zero_signal"] == 1.0 and np.isfinite(record["loss"])
+    assert (tmp_path / "learning_curve.png").is_file() and (tmp_path / "log.jsonl").read_text().count("\n") == 2
+
+
+def test_a_resumed_run_continues_from_the_saved_step(tiny_policy, tmp_path: Path) -> None:
+    config = grpo.GRPOConfig(steps=3, queries_per_step=2, group_size=2, max_new_tokens=6, checkpoint_every=1)
+    straight = grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), config, tmp_path / "a", progress=False)
+
+    interrupted = grpo.GRPOConfig(**{**config.__dict__, "steps": 2})
+    grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), interrupted, tmp_path / "b", progress=False)
+    fresh = tiny_policy()
+    policy = LLMPolicy.load(tmp_path / "b" / "policy", model=tiny_policy(base_only=True), tokenizer=fresh.tokenizer)
+    resumed = grpo.train(policy, LeserEnv(catalog="synthetic"), config, tmp_path / "b", resume=True, progress=False)
+    assert [r["step"] for r in resumed["log"]] == [1, 2, 3]
+    assert resumed["log"][-1]["completion_tokens"] == straight["log"][-1]["completion_tokens"]
+    assert resumed["log"][-1]["loss"] == pytest.approx(straight["log"][-1]["loss"], rel=1e-4, abs=1e-6)
+
+
+def test_sft_examples_come_from_train_queries_and_are_valid_actions() -> None:
+    env = LeserEnv(catalog="synthetic", split="train")
+    examples = sft.build_examples(env, count=40)
+    assert len(examples) == 40
+    train = set(env.catalog.query_ids(Split.TRAIN))
+    assert all(example["query_id"] in train for example in examples)
+    parsed = [parse_action(example["target"]) for example in examples]
+    assert all(p.valid for p in parsed)
+    rewards = [env.reward_model.score(e["observation"]["query"], e["target"]).reward for e in examples]
+    assert np.mean(rewards) > 0.3, "warm-up targets should be expansions that help"
+    with pytest.raises(ValueError, match="train split"):
+        sft.build_examples(LeserEnv(catalog="synthetic", split="test"), count=1)
+
+
+def test_sft_lowers_the_loss_on_its_examples(tiny_policy, tmp_path: Path) -> None:
+    env = LeserEnv(catalog="synthetic", split="train")
+    examples = sft.build_examples(env, count=8)
+    policy = tiny_policy()
+    before = float(sft.sft_loss(policy, examples))
+    config = sft.SFTConfig(epochs=3, batch_size=4, learning_rate=5e-3, checkpoint_every=2)
+    result = sft.train(policy, examples, config, tmp_path, progress=False)
+    assert result["steps"] == 6 and float(sft.sft_loss(policy, examples)) < before
+    assert (tmp_path / "policy" / "adapter_config.json").is_file()
