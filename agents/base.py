@@ -23,7 +23,7 @@ AGENT_FILE = "agent.json"
 # Modules that define agents, imported on first use of the registry so `make` knows every name.
 # The LLM agents pull in torch and transformers: they are imported only when asked for.
 AGENT_MODULES = ("agents.baselines",)
-LLM_AGENT_MODULES = ("agents.sft", "agents.grpo")
+LLM_AGENT_MODULES = ("agents.sft", "agents.grpo", "agents.ppo")
 
 REGISTRY: dict[str, type[Agent]] = {}
 

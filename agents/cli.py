@@ -384,6 +384,65 @@ def compare_command(
         print_summaries(summaries, out)
 
 
+@app.command("train")
+@user_errors
+def train_command(
+    agent: Annotated[str, typer.Option("--agent", "-a", help="sft, grpo or ppo.")],
+    out: Annotated[Path, typer.Option("--out", help="The run directory (checkpoints, logs, curves).")],
+    catalog: CatalogOption = "synthetic",
+    data_dir: DataDirOption = None,
+    model: Annotated[str | None, typer.Option("--model", help="A Hugging Face causal LM name or path.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps.")] = None,
+    init: Annotated[Path | None, typer.Option("--init", help="Start from this run's policy (e.g. an SFT run).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped run in --out.")] = False,
+    seed: int = 0,
+) -> None:
+    """Train an LLM agent; `leser evaluate --checkpoint OUT` evaluates the result."""
+    from agents.policy import LLMPolicy, PolicyConfig
+
+    data = str(data_dir) if data_dir else None
+    policy_config = PolicyConfig(model=model) if model else PolicyConfig()
+    if agent == "sft":
+        from agents import sft
+
+        config = sft.SFTConfig(seed=seed)
+        if steps:
+            config = sft.SFTConfig(seed=seed, examples=steps * config.batch_size)
+        report = sft.run(catalog, out, config, policy_config, data, resume=resume)
+        console.print(
+            f"SFT warm-up on {catalog}: format-valid rate on {report['validation_queries']} validation "
+            f"queries {report['format_valid_before']:.0%} -> {report['format_valid_after']:.0%}; "
+            f"evaluate with: leser evaluate --checkpoint {out} --catalog {catalog}"
+        )
+    elif agent in ("grpo", "ppo"):
+        import importlib
+
+        from agents.training import has_checkpoint
+        from leser_env.env import LeserEnv
+
+        algorithm = importlib.import_module(f"agents.{agent}")
+        config_class = algorithm.GRPOConfig if agent == "grpo" else algorithm.PPOConfig
+        config = config_class(seed=seed, **({"steps": steps} if steps else {}))
+        if resume and has_checkpoint(out):
+            policy = LLMPolicy.load(out / "policy")
+        elif init is not None:
+            policy = LLMPolicy.load(init / "policy" if (init / "policy").is_dir() else init)
+        else:
+            policy = LLMPolicy(policy_config)
+        env = LeserEnv(catalog=catalog, data_dir=data, split="train")
+        result = algorithm.train(policy, env, config, out, resume=resume)
+        agents_by_name = {"grpo": "GRPOAgent", "ppo": "PPOAgent"}
+        getattr(algorithm, agents_by_name[agent]).describe(Path(out), catalog, data)
+        last = result["log"][-1] if result["log"] else {}
+        console.print(
+            f"{agent.upper()} on {catalog}: {result['steps']} steps; last reward "
+            f"{last.get('reward_mean', 0):+.3f}, valid {last.get('valid_rate', 0):.0%}; "
+            f"curve: {out}/learning_curve.png; evaluate with: leser evaluate --checkpoint {out}"
+        )
+    else:
+        raise ValueError(f"unknown trainer {agent!r}: use sft, grpo or ppo")
+
+
 @app.command("demo")
 @user_errors
 def demo(catalog: CatalogOption = "synthetic", data_dir: DataDirOption = None, examples: int = 6) -> None:

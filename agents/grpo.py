@@ -19,7 +19,7 @@ like any other sample.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from agents.base import Agent, register
-from agents.policy import LLMPolicy, Samples
+from agents.base import register
+from agents.policy import LLMAgent, LLMPolicy, Samples
 from agents.training import RunLog, has_checkpoint, load_checkpoint, plot_learning_curve, save_checkpoint
 from leser_env.env import LeserEnv
 
@@ -187,21 +187,5 @@ def train(
 
 
 @register("grpo")
-class GRPOAgent(Agent):
-    """The LLM policy trained by GRPO (``policy_dir``: a run's ``policy/``), acting greedily."""
-
-    def __init__(
-        self,
-        catalog: str = "synthetic",
-        data_dir: str | None = None,
-        seed: int = 0,
-        policy_dir: str | None = None,
-        **config: Any,
-    ) -> None:
-        super().__init__(catalog, data_dir, seed, policy_dir=policy_dir, **config)
-        if not policy_dir:
-            raise ValueError("the grpo agent needs a trained policy: pass --checkpoint RUN_DIR")
-        self.policy = LLMPolicy.load(policy_dir)
-
-    def act(self, observations: Sequence[Mapping[str, str]]) -> list[str]:
-        return self.policy.act(observations)
+class GRPOAgent(LLMAgent):
+    """The LLM policy trained by GRPO, acting greedily."""

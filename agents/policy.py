@@ -6,8 +6,8 @@
 - LoRA through peft. The reference policy for the KL term is the same model with the adapter
   disabled, not a second copy in memory.
 - Sampling returns texts, token ids and the per-token log-probabilities of the sampled tokens
-  under the policy as it was when sampling (computed by a forward pass right after generation,
-  at temperature 1, which is what the PPO/GRPO ratio needs).
+  under the policy as it was when sampling (from the generation's raw logits, at temperature
+  1, which is what the PPO/GRPO ratio needs; no second forward pass).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from agents.base import AGENT_FILE, Agent, write_json_atomically
 from catalogs import cache_dir
 from leser_env.prompt import render_messages
 from leser_env.reward import RewardConfig
@@ -60,6 +61,15 @@ class Samples:
     completion_ids: list[list[int]]  # one per completion, ending with the end-of-turn token if sampled
     logprobs: list[torch.Tensor]  # per completion: log-probability of each completion token at sampling time
     n: int
+
+
+@dataclass
+class CompletionOutputs:
+    """Per completion, one value per completion token."""
+
+    logprobs: list[torch.Tensor]
+    entropies: list[torch.Tensor] = field(default_factory=list)
+    hidden: list[torch.Tensor] = field(default_factory=list)
 
 
 def default_model_path(cache: str | Path | None = None) -> Path:
@@ -185,13 +195,18 @@ class LLMPolicy:
             max_new_tokens=max_new_tokens,
             eos_token_id=self.stop_id,
             pad_token_id=self.pad_id,
+            output_logits=True,
+            return_dict_in_generate=True,
         )
-        new_tokens = generated[:, input_ids.shape[1] :]
+        new_tokens = generated.sequences[:, input_ids.shape[1] :]
         completions = [self._trim(row.tolist()) for row in new_tokens]
-        expanded_prompts = [prompt for prompt in prompts for _ in range(n)]
-        logprobs = self.completion_logprobs(expanded_prompts, completions, grad=False)
+        # The raw logits of each step (temperature 1, before any sampling warper) give the
+        # log-probability of each sampled token under the policy as it was: no second forward pass.
+        step_logits = torch.stack(generated.logits, dim=1).float()  # (sequences, steps, vocabulary)
+        token_logprobs = F.log_softmax(step_logits, dim=-1).gather(-1, new_tokens[:, :, None]).squeeze(-1)
+        logprobs = [token_logprobs[row, : len(ids)].clone() for row, ids in enumerate(completions)]
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in completions]
-        return Samples(texts, prompts, completions, [lp.detach() for lp in logprobs], n)
+        return Samples(texts, prompts, completions, logprobs, n)
 
     def act(self, observations: Sequence[Mapping[str, str]], greedy: bool = True) -> list[str]:
         """One action text per observation (greedy by default: evaluation)."""
@@ -207,32 +222,61 @@ class LLMPolicy:
         reference: bool = False,
         return_entropy: bool = False,
     ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per-token log-probabilities of each completion given its prompt (batched, right-padded).
+        """Per-token log-probabilities of each completion given its prompt (and their entropies).
 
         ``reference=True`` computes them under the base model (the adapter disabled): the KL anchor.
         """
+        outputs = self.completion_outputs(prompts, completions, grad, reference, return_entropy)
+        return (outputs.logprobs, outputs.entropies) if return_entropy else outputs.logprobs
+
+    def completion_outputs(
+        self,
+        prompts: Sequence[list[int]],
+        completions: Sequence[list[int]],
+        grad: bool = True,
+        reference: bool = False,
+        entropy: bool = False,
+        hidden: bool = False,
+    ) -> CompletionOutputs:
+        """One batched forward pass over prompt + completion: per completion token, its log-probability,
+        optionally the entropy of the distribution it was drawn from and the last hidden state that
+        predicted it (what a value head reads)."""
         with contextlib.ExitStack() as stack:
             if not grad:
                 stack.enter_context(torch.no_grad())
             if reference:
                 stack.enter_context(self.model.disable_adapter())
-            sequences = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
-            input_ids, attention = self._right_pad(sequences)
-            logits = self.model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
-            results, entropies = [], []
-            for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-                start, length = len(prompt), len(completion)
-                if length == 0:
-                    results.append(logits.new_zeros(0))
-                    entropies.append(logits.new_zeros(0))
-                    continue
-                token_logits = logits[row, start - 1 : start - 1 + length].float()
-                log_softmax = F.log_softmax(token_logits, dim=-1)
-                targets = input_ids[row, start : start + length]
-                results.append(log_softmax.gather(-1, targets[:, None]).squeeze(-1))
-                if return_entropy:
-                    entropies.append(-(log_softmax.exp() * log_softmax).sum(-1))
-        return (results, entropies) if return_entropy else results
+            # Prompts left-padded to one width, completions right-padded after them: every completion
+            # starts at the same column, so the vocabulary projection runs on completion positions only.
+            prompt_ids, prompt_mask = self._left_pad(prompts)
+            width = max((len(c) for c in completions), default=0) or 1
+            completion_ids = torch.full((len(completions), width), self.pad_id, dtype=torch.long)
+            completion_mask = torch.zeros((len(completions), width), dtype=torch.long)
+            for row, completion in enumerate(completions):
+                completion_ids[row, : len(completion)] = torch.tensor(completion, dtype=torch.long)
+                completion_mask[row, : len(completion)] = 1
+            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+            attention = torch.cat([prompt_mask, completion_mask], dim=1)
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            output = self.model(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                use_cache=False,
+                logits_to_keep=width + 1,
+                output_hidden_states=hidden,
+            )
+            log_softmax = F.log_softmax(output.logits[:, :-1].float(), dim=-1)
+            token_logprobs = log_softmax.gather(-1, completion_ids[:, :, None]).squeeze(-1)
+            lengths = [len(c) for c in completions]
+            result = CompletionOutputs([token_logprobs[row, :n] for row, n in enumerate(lengths)])
+            if entropy:
+                entropies = -(log_softmax.exp() * log_softmax).sum(-1)
+                result.entropies = [entropies[row, :n] for row, n in enumerate(lengths)]
+            if hidden:
+                states = output.hidden_states[-1][:, -(width + 1) : -1]
+                result.hidden = [states[row, :n] for row, n in enumerate(lengths)]
+        return result
 
     # -- persistence --------------------------------------------------------------------
 
@@ -295,3 +339,40 @@ class LLMPolicy:
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
             mask[i, : len(row)] = 1
         return ids, mask
+
+
+class LLMAgent(Agent):
+    """An agent acting greedily with an LLM policy: a trained run's ``policy/`` or, if allowed, a fresh one."""
+
+    needs_training = True  # the untouched model is only the sft agent's starting point
+
+    def __init__(
+        self,
+        catalog: str = "synthetic",
+        data_dir: str | None = None,
+        seed: int = 0,
+        policy_dir: str | None = None,
+        model: str | None = None,
+        **config: Any,
+    ) -> None:
+        super().__init__(catalog, data_dir, seed, policy_dir=policy_dir, model=model, **config)
+        if policy_dir:
+            self.policy = LLMPolicy.load(policy_dir)
+        elif self.needs_training:
+            raise ValueError(f"the {self.name} agent needs a trained policy: pass --checkpoint RUN_DIR")
+        else:
+            self.policy = LLMPolicy(PolicyConfig(model=model) if model else PolicyConfig())
+
+    def act(self, observations: Sequence[Mapping[str, str]]) -> list[str]:
+        return self.policy.act(observations)
+
+    @classmethod
+    def describe(cls, run_dir: Path, catalog: str, data_dir: str | None) -> None:
+        """Write a run's agent.json, so `leser evaluate --checkpoint RUN_DIR` finds its trained policy."""
+        config = {
+            "catalog": catalog,
+            "data_dir": data_dir,
+            "seed": 0,
+            "policy_dir": str((run_dir / "policy").resolve()),
+        }
+        write_json_atomically(run_dir / AGENT_FILE, {"name": cls.name, "config": config})

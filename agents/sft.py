@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from rich.progress import track
 
-from agents.base import Agent, register, write_json_atomically
-from agents.policy import LLMPolicy, PolicyConfig
+from agents.base import register, write_json_atomically
+from agents.policy import LLMAgent, LLMPolicy, PolicyConfig
 from catalogs import Split
 from leser_env.actions import encode_action, parse_action
 from leser_env.env import LeserEnv
@@ -160,30 +160,49 @@ def save_checkpoint(
     write_json_atomically(out / "trainer_state.json", {"step": step, "log": log, "config": asdict(config)})
 
 
+def run(
+    catalog: str,
+    out: str | Path,
+    config: SFTConfig,
+    policy_config: PolicyConfig | None = None,
+    data_dir: str | None = None,
+    resume: bool = False,
+    validation_queries: int = 40,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The whole warm-up: examples, format-valid rate before, training, rate after, a saved agent."""
+    out = Path(out)
+    env = LeserEnv(catalog=catalog, data_dir=data_dir, split="train")
+    resuming = resume and (out / "trainer_state.json").is_file() and (out / "policy").is_dir()
+    policy = LLMPolicy.load(out / "policy") if resuming else LLMPolicy(policy_config or PolicyConfig())
+    examples = build_examples(env, config.examples, config.max_expansions, config.candidates_per_query, config.seed)
+    validation_env = LeserEnv(catalog=catalog, data_dir=data_dir, split="validation")
+    held_out = [
+        validation_env.reset(options={"query_id": qid})[0] for qid in validation_env.query_ids[:validation_queries]
+    ]
+    report_file = out / "sft_report.json"
+    report = json.loads(report_file.read_text()) if resuming and report_file.is_file() else {}
+    if "format_valid_before" not in report:
+        report["format_valid_before"] = format_valid_rate(policy, held_out)
+    result = train(policy, examples, config, out, resume=resuming, progress=progress)
+    report.update(
+        {
+            "catalog": catalog,
+            "examples": len(examples),
+            "validation_queries": len(held_out),
+            "format_valid_after": format_valid_rate(policy, held_out),
+            "steps": result["steps"],
+            "final_loss": result["final_loss"],
+            "config": asdict(config),
+        }
+    )
+    write_json_atomically(report_file, report)
+    SFTAgent.describe(out, catalog, data_dir)
+    return report
+
+
 @register("sft")
-class SFTAgent(Agent):
-    """The LLM policy after warm-up (or, without a checkpoint, the untouched model with a fresh adapter)."""
+class SFTAgent(LLMAgent):
+    """The LLM policy after warm-up; without a checkpoint, the untouched model (the paper's baseline)."""
 
-    def __init__(
-        self,
-        catalog: str = "synthetic",
-        data_dir: str | None = None,
-        seed: int = 0,
-        policy_dir: str | None = None,
-        model: str | None = None,
-        **config: Any,
-    ) -> None:
-        super().__init__(catalog, data_dir, seed, policy_dir=policy_dir, model=model, **config)
-        if policy_dir:
-            self.policy = LLMPolicy.load(policy_dir)
-        else:
-            self.policy = LLMPolicy(PolicyConfig(model=model) if model else PolicyConfig())
-
-    def act(self, observations: Sequence[Mapping[str, str]]) -> list[str]:
-        return self.policy.act(observations)
-
-    def save(self, path: str | Path) -> Path:
-        directory = Path(path)
-        self.policy.save(directory / "policy")
-        self.config["policy_dir"] = str((directory / "policy").resolve())
-        return super().save(directory)
+    needs_training = False
