@@ -30,7 +30,14 @@ from rich.progress import Progress
 
 from agents.base import register
 from agents.policy import LLMAgent, LLMPolicy, Samples
-from agents.training import RunLog, has_checkpoint, load_checkpoint, plot_learning_curve, save_checkpoint
+from agents.training import (
+    RunLog,
+    episode_stats,
+    has_checkpoint,
+    load_checkpoint,
+    plot_learning_curve,
+    save_checkpoint,
+)
 from leser_env.env import LeserEnv
 
 
@@ -161,16 +168,10 @@ def train(
             samples, rewards, infos = collect(policy, env, config)
             advantages = group_advantages(rewards, config.scale_by_std)
             stats = update(policy, optimizer, samples, advantages, config)
-            breakdowns = [info["reward_breakdown"] for info in infos]
             record = {
                 "step": step + 1,
-                "reward_mean": float(rewards.mean()),
-                "reward_std": float(rewards.std()),
-                "r_rel": float(np.mean([b["r_rel"] for b in breakdowns])),
-                "r_size": float(np.mean([b["r_size"] for b in breakdowns])),
-                "valid_rate": float(np.mean([b["valid"] for b in breakdowns])),
+                **episode_stats(rewards, infos, samples.completion_ids),
                 "zero_signal": float(np.mean(np.ptp(rewards, axis=1) == 0)),
-                "completion_tokens": float(np.mean([len(ids) for ids in samples.completion_ids])),
                 **stats,
             }
             log.add(record)

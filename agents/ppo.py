@@ -25,10 +25,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import Progress
 
 from agents.base import register
 from agents.policy import LLMAgent, LLMPolicy, Samples
-from agents.training import RunLog, has_checkpoint, load_checkpoint, plot_learning_curve, save_checkpoint
+from agents.training import (
+    RunLog,
+    episode_stats,
+    has_checkpoint,
+    load_checkpoint,
+    plot_learning_curve,
+    save_checkpoint,
+)
 from leser_env.env import LeserEnv
 
 
@@ -196,8 +204,6 @@ def train(
     policy: LLMPolicy, env: LeserEnv, config: PPOConfig, out: str | Path, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """The PPO loop, with the same logging, atomic checkpoints and resume as GRPO."""
-    from rich.progress import Progress
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -219,16 +225,10 @@ def train(
         for step in range(start, config.steps):
             samples, rewards, infos, batch = collect(policy, value_head, env, config)
             stats = update(policy, value_head, optimizer, samples, batch, config)
-            breakdowns = [info["reward_breakdown"] for info in infos]
             record = {
                 "step": step + 1,
-                "reward_mean": float(rewards.mean()),
-                "reward_std": float(rewards.std()),
-                "r_rel": float(np.mean([b["r_rel"] for b in breakdowns])),
-                "r_size": float(np.mean([b["r_size"] for b in breakdowns])),
-                "valid_rate": float(np.mean([b["valid"] for b in breakdowns])),
+                **episode_stats(rewards, infos, samples.completion_ids),
                 "kl": float(torch.cat(batch["kl"]).mean()) if batch["kl"] else 0.0,
-                "completion_tokens": float(np.mean([len(ids) for ids in samples.completion_ids])),
                 **stats,
             }
             log.add(record)

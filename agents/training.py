@@ -55,6 +55,21 @@ class RunLog:
             self.writer.close()
 
 
+def episode_stats(
+    rewards: np.ndarray, infos: Sequence[dict[str, Any]], completions: Sequence[list[int]]
+) -> dict[str, float]:
+    """What every RL step logs about its episodes: reward and its parts, validity, completion length."""
+    breakdowns = [info["reward_breakdown"] for info in infos]
+    return {
+        "reward_mean": float(np.mean(rewards)),
+        "reward_std": float(np.std(rewards)),
+        "r_rel": float(np.mean([b["r_rel"] for b in breakdowns])),
+        "r_size": float(np.mean([b["r_size"] for b in breakdowns])),
+        "valid_rate": float(np.mean([b["valid"] for b in breakdowns])),
+        "completion_tokens": float(np.mean([len(ids) for ids in completions])),
+    }
+
+
 def save_checkpoint(
     out: Path,
     policy: LLMPolicy,
