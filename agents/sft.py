@@ -76,10 +76,10 @@ def build_examples(
         ranked = sorted(zip(rewards, candidates, strict=True), key=lambda item: -item[0])
         chosen = [phrase for reward, phrase in ranked if reward > 0][:max_expansions]
         if chosen:
-            think = f"Products that fit '{query}' are described as " + ", ".join(chosen[:2]) + "."
+            think = "The catalog says " + "; ".join(chosen[:2]) + "."
         else:
             chosen = [query]
-            think = "The query already says it in the catalog's words."
+            think = "The query already uses the catalog's words."
         examples.append({"query_id": query_id, "observation": observation, "target": encode_action(chosen, think)})
     return examples
 
