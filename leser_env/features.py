@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from catalogs import Catalog, Split
 from leser_env.search import FIELDS, FieldBoosts, build_analyzer, normalize_text
 
-FEATURE_VERSION = 2  # bump whenever a feature changes: cached models are then retrained
+FEATURE_VERSION = 3  # bump whenever a feature changes: cached models are then retrained
 ASSOCIATION_MIN_COUNT = 2  # a (query term, product term) pair must co-occur in this many relevant train pairs
 
 BM25_K1, BM25_B = 1.2, 0.75
