@@ -116,10 +116,6 @@ class FeatureExtractor:
         self._query_cache: dict[tuple[str, int | None], tuple[sp.csr_matrix, np.ndarray]] = {}
         self._query_cache_size = query_cache_size
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return FEATURE_NAMES
-
     def features(
         self, queries: list[str], query_index: np.ndarray, rows: np.ndarray, exclude_fold: int | None = None
     ) -> np.ndarray:

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -299,9 +299,6 @@ class SearchEngine:
                     staging.rename(path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    def describe(self) -> dict:
-        return {"index_path": str(self.index_path), "boosts": asdict(self.boosts), "num_docs": self.searcher.num_docs}
 
 
 def _check_mode(mode: str) -> None:
