@@ -31,6 +31,7 @@ from rich.progress import track
 
 from agents.base import register, write_json_atomically
 from agents.policy import LLMAgent, LLMPolicy, PolicyConfig
+from agents.training import RunLog, has_checkpoint, load_checkpoint, save_checkpoint
 from catalogs import Split
 from leser_env.actions import encode_action, parse_action
 from leser_env.env import LeserEnv
@@ -123,12 +124,10 @@ def train(
         for i in random.Random(config.seed + epoch).sample(range(len(examples)), len(examples))
     ]
     steps = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    state_file = out / "trainer_state.json"
-    start, log = 0, []
-    if resume and state_file.is_file():
-        state = json.loads(state_file.read_text())
-        start, log = state["step"], state["log"]
-        optimizer.load_state_dict(torch.load(out / "optimizer.pt", weights_only=True))
+    start, records = 0, []
+    if resume and has_checkpoint(out):
+        start, records, _ = load_checkpoint(out, optimizer)
+    log = RunLog(out, records)
     policy.model.train()
     for step in track(
         range(start, len(steps)), description="SFT warm-up", disable=not progress, total=len(steps), completed=start
@@ -138,26 +137,11 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), 1.0)
         optimizer.step()
-        log.append({"step": step + 1, "loss": loss.item()})
+        log.add({"step": step + 1, "loss": loss.item()})
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == len(steps):
-            save_checkpoint(policy, optimizer, out, step + 1, log, config)
-    return {"steps": len(steps), "final_loss": log[-1]["loss"] if log else None, "log": log}
-
-
-def save_checkpoint(
-    policy: LLMPolicy,
-    optimizer: torch.optim.Optimizer,
-    out: Path,
-    step: int,
-    log: list[dict[str, Any]],
-    config: SFTConfig,
-) -> None:
-    """Adapter, optimizer and progress: each file replaced atomically, the state file last."""
-    policy.save(out / "policy")
-    temporary = out / "optimizer.pt.tmp"
-    torch.save(optimizer.state_dict(), temporary)
-    temporary.replace(out / "optimizer.pt")
-    write_json_atomically(out / "trainer_state.json", {"step": step, "log": log, "config": asdict(config)})
+            save_checkpoint(out, policy, optimizer, step + 1, asdict(config), log)
+    log.close()
+    return {"steps": len(steps), "final_loss": log.records[-1]["loss"] if log.records else None, "log": log.records}
 
 
 def run(
@@ -173,7 +157,7 @@ def run(
     """The whole warm-up: examples, format-valid rate before, training, rate after, a saved agent."""
     out = Path(out)
     env = LeserEnv(catalog=catalog, data_dir=data_dir, split="train")
-    resuming = resume and (out / "trainer_state.json").is_file() and (out / "policy").is_dir()
+    resuming = resume and has_checkpoint(out)
     policy = LLMPolicy.load(out / "policy") if resuming else LLMPolicy(policy_config or PolicyConfig())
     examples = build_examples(env, config.examples, config.max_expansions, config.candidates_per_query, config.seed)
     validation_env = LeserEnv(catalog=catalog, data_dir=data_dir, split="validation")

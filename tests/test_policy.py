@@ -188,3 +188,19 @@ def test_ppo_trains_checkpoints_and_resumes(tiny_policy, tmp_path: Path) -> None
     resumed = ppo.train(policy, LeserEnv(catalog="synthetic"), longer, tmp_path, resume=True, progress=False)
     assert [r["step"] for r in resumed["log"]] == [1, 2, 3]
     torch.testing.assert_close(resumed["log"][0]["loss"], first["log"][0]["loss"])
+
+
+def test_sft_resumes_from_its_checkpoint(tiny_policy, tmp_path: Path) -> None:
+    examples = sft.build_examples(LeserEnv(catalog="synthetic", split="train"), count=8)
+    short = sft.SFTConfig(epochs=1, batch_size=4, checkpoint_every=1)
+    sft.train(tiny_policy(), examples[:4], short, tmp_path, progress=False)  # 1 step, then "killed"
+    policy = LLMPolicy.load(tmp_path / "policy", model=tiny_policy(base_only=True), tokenizer=tiny_policy().tokenizer)
+    resumed = sft.train(
+        policy,
+        examples,
+        sft.SFTConfig(epochs=1, batch_size=4, checkpoint_every=1),
+        tmp_path,
+        resume=True,
+        progress=False,
+    )
+    assert [record["step"] for record in resumed["log"]] == [1, 2]
