@@ -426,7 +426,7 @@ def train_command(
         if resume and has_checkpoint(out):
             policy = LLMPolicy.load(out / "policy")
         elif init is not None:
-            policy = LLMPolicy.load(init / "policy" if (init / "policy").is_dir() else init)
+            policy = LLMPolicy.continue_from(init / "policy" if (init / "policy").is_dir() else init)
         else:
             policy = LLMPolicy(policy_config)
         env = LeserEnv(catalog=catalog, data_dir=data, split="train")

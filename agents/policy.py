@@ -50,6 +50,10 @@ class PolicyConfig:
     temperature: float = 0.9
     top_p: float = 1.0
     dtype: str = "float32"
+    # Adapters merged into the base weights before the trainable one, oldest first, as directories
+    # relative to the saved policy: a run started from a warmed-up policy keeps that policy as its
+    # frozen base, so the KL reference (the adapter disabled) is the warmed-up policy.
+    frozen_adapters: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +121,7 @@ class LLMPolicy:
         model: torch.nn.Module | None = None,
         tokenizer: Any = None,
         reward_config: RewardConfig | None = None,
+        frozen: Sequence[str | Path] = (),
     ) -> None:
         """Load ``config.model`` (or take ``model``/``tokenizer`` built by the caller, as tests do),
         then add a fresh LoRA adapter or load a saved one from ``adapter``."""
@@ -137,6 +142,9 @@ class LLMPolicy:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.stop_token
         self.pad_id = self.tokenizer.pad_token_id
+        self.frozen = [Path(path) for path in frozen]
+        for path in self.frozen:  # fold earlier training into the base: it becomes the reference
+            model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
         if adapter is not None:
             self.model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
         else:
@@ -281,13 +289,21 @@ class LLMPolicy:
     # -- persistence --------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """The adapter (peft format) and the policy config, written atomically as a directory."""
+        """The adapter (peft format), its frozen predecessors and the config, written atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         try:
             self.model.save_pretrained(staging)
-            (staging / POLICY_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+            config = asdict(self.config)
+            config["frozen_adapters"] = []
+            for index, source in enumerate(self.frozen):
+                target = staging / "frozen" / str(index)
+                target.mkdir(parents=True)
+                for file in source.glob("adapter_*"):
+                    shutil.copy2(file, target / file.name)
+                config["frozen_adapters"].append(f"frozen/{index}")
+            (staging / POLICY_FILE).write_text(json.dumps(config, indent=2))
             backup = path.with_name(f".{path.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
             if path.exists():
@@ -302,14 +318,22 @@ class LLMPolicy:
     def load(
         cls, path: str | Path, model: torch.nn.Module | None = None, tokenizer: Any = None, **overrides: Any
     ) -> LLMPolicy:
-        """A saved policy: its base model (or ``model``/``tokenizer`` given), with the saved adapter."""
+        """A saved policy: its base model (or ``model``/``tokenizer`` given), with the saved adapters."""
         path = Path(path)
-        try:
-            saved = json.loads((path / POLICY_FILE).read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path / POLICY_FILE}: not found (is {path} a saved policy?)") from None
-        config = PolicyConfig(**{**saved, **{k: v for k, v in overrides.items() if k in saved}})
-        return cls(config, adapter=path, model=model, tokenizer=tokenizer)
+        config = _read_policy_config(path, overrides)
+        frozen = [path / relative for relative in config.frozen_adapters]
+        return cls(config, adapter=path, model=model, tokenizer=tokenizer, frozen=frozen)
+
+    @classmethod
+    def continue_from(
+        cls, path: str | Path, model: torch.nn.Module | None = None, tokenizer: Any = None, **overrides: Any
+    ) -> LLMPolicy:
+        """Start a new stage (GRPO, PPO) from a saved policy: it is merged into the base and a fresh
+        adapter goes on top, so the KL reference, the adapter disabled, is exactly that policy."""
+        path = Path(path)
+        config = _read_policy_config(path, overrides)
+        frozen = [*(path / relative for relative in config.frozen_adapters), path]
+        return cls(config, model=model, tokenizer=tokenizer, frozen=frozen)
 
     def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:
         return (p for p in self.model.parameters() if p.requires_grad)
@@ -339,6 +363,16 @@ class LLMPolicy:
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
             mask[i, : len(row)] = 1
         return ids, mask
+
+
+def _read_policy_config(path: Path, overrides: dict[str, Any]) -> PolicyConfig:
+    try:
+        saved = json.loads((path / POLICY_FILE).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path / POLICY_FILE}: not found (is {path} a saved policy?)") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path / POLICY_FILE}: not valid JSON ({error.msg})") from None
+    return PolicyConfig(**{**saved, **{key: value for key, value in overrides.items() if key in saved}})
 
 
 class LLMAgent(Agent):

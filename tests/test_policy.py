@@ -204,3 +204,25 @@ def test_sft_resumes_from_its_checkpoint(tiny_policy, tmp_path: Path) -> None:
         progress=False,
     )
     assert [record["step"] for record in resumed["log"]] == [1, 2]
+
+
+def test_a_new_stage_keeps_the_warmed_up_policy_as_its_kl_reference(tiny_policy, tmp_path: Path) -> None:
+    warmed = tiny_policy()
+    with torch.no_grad():
+        for name, parameter in warmed.model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    samples = warmed.sample(OBSERVATIONS, n=1)
+    warmed.save(tmp_path / "sft")
+    stage = LLMPolicy.continue_from(tmp_path / "sft", model=tiny_policy(base_only=True), tokenizer=warmed.tokenizer)
+    ours = stage.completion_logprobs(samples.prompt_ids, samples.completion_ids, grad=False)
+    reference = stage.completion_logprobs(samples.prompt_ids, samples.completion_ids, grad=False, reference=True)
+    for expected, a, b in zip(samples.logprobs, ours, reference, strict=True):
+        torch.testing.assert_close(a, expected, atol=1e-4, rtol=1e-4)  # the stage starts as the warmed policy
+        torch.testing.assert_close(b, expected, atol=1e-4, rtol=1e-4)  # and its reference is that policy
+    stage.save(tmp_path / "grpo")
+    restored = LLMPolicy.load(tmp_path / "grpo", model=tiny_policy(base_only=True), tokenizer=warmed.tokenizer)
+    again = restored.completion_logprobs(samples.prompt_ids, samples.completion_ids, grad=False, reference=True)
+    for expected, value in zip(samples.logprobs, again, strict=True):
+        torch.testing.assert_close(value, expected, atol=1e-4, rtol=1e-4)
+    assert (tmp_path / "grpo" / "frozen" / "0" / "adapter_config.json").is_file()
