@@ -24,8 +24,9 @@ def build(name: str, catalog: str, runs: Path) -> agents.Agent | None:
         return agents.make(name, catalog=catalog)
     if not (runs / name / "agent.json").is_file():
         print(
-            f"skipping {name}: train it first with `leser train --agent {name} --catalog {catalog} "
-            f"--out {runs / name}`" + (" --init runs/sft" if name != "sft" else "")
+            f"skipping {name}: train it first with `leser train --agent {name} --catalog {catalog}"
+            + (" --init runs/sft" if name != "sft" else "")
+            + f" --out {runs / name}`"
         )
         return None
     return agents.load(runs / name, catalog=catalog)
