@@ -1,0 +1,33 @@
+"""The examples a newcomer runs first keep working."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def run(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_quickstart_plays_ten_episodes(synthetic) -> None:
+    lines = [line for line in run("quickstart.py").splitlines() if "reward" in line]
+    assert len(lines) == 10
+
+
+def test_compare_baselines_writes_its_report(synthetic, tmp_path: Path) -> None:
+    output = run("compare_baselines.py", "--limit", "10", "--out", str(tmp_path))
+    assert "| mean reward |" in output and (tmp_path / "metrics.png").is_file()
+
+
+def test_swap_agents_runs_the_baselines_and_explains_missing_runs(synthetic, tmp_path: Path) -> None:
+    output = run("swap_agents.py", "--agents", "none,prf,grpo", "--episodes", "2", "--runs", str(tmp_path))
+    assert "none: mean reward +0.000" in output and "prf: mean reward" in output
+    assert "skipping grpo: train it first with `leser train --agent grpo" in output
