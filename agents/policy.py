@@ -254,27 +254,29 @@ class LLMPolicy:
                 stack.enter_context(torch.no_grad())
             if reference:
                 stack.enter_context(self.model.disable_adapter())
-            # Prompts left-padded to one width, completions right-padded after them: every completion
-            # starts at the same column, so the vocabulary projection runs on completion positions only.
-            prompt_ids, prompt_mask = self._left_pad(prompts)
-            width = max((len(c) for c in completions), default=0) or 1
-            completion_ids = torch.full((len(completions), width), self.pad_id, dtype=torch.long)
-            completion_mask = torch.zeros((len(completions), width), dtype=torch.long)
-            for row, completion in enumerate(completions):
-                completion_ids[row, : len(completion)] = torch.tensor(completion, dtype=torch.long)
-                completion_mask[row, : len(completion)] = 1
-            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-            attention = torch.cat([prompt_mask, completion_mask], dim=1)
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            output = self.model(
-                input_ids=input_ids,
-                attention_mask=attention,
-                position_ids=positions,
-                use_cache=False,
-                logits_to_keep=width + 1,
-                output_hidden_states=hidden,
-            )
-            log_softmax = F.log_softmax(output.logits[:, :-1].float(), dim=-1)
+            completion_ids, completion_mask = self._right_pad(completions)
+            width = completion_ids.shape[1]
+            groups = list(dict.fromkeys(tuple(prompt) for prompt in prompts))
+            if len(groups) < len(prompts):
+                logits, states = self._shared_prompt_forward(groups, prompts, completion_ids, completion_mask, hidden)
+            else:
+                # Prompts left-padded to one width, completions right-padded after them: every completion
+                # starts at the same column, so the vocabulary projection runs on completion positions only.
+                prompt_ids, prompt_mask = self._left_pad(prompts)
+                input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+                attention = torch.cat([prompt_mask, completion_mask], dim=1)
+                positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                output = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    use_cache=False,
+                    logits_to_keep=width + 1,
+                    output_hidden_states=hidden,
+                )
+                logits = output.logits[:, :-1]
+                states = output.hidden_states[-1][:, -(width + 1) : -1] if hidden else None
+            log_softmax = F.log_softmax(logits.float(), dim=-1)
             token_logprobs = log_softmax.gather(-1, completion_ids[:, :, None]).squeeze(-1)
             lengths = [len(c) for c in completions]
             result = CompletionOutputs([token_logprobs[row, :n] for row, n in enumerate(lengths)])
@@ -282,9 +284,49 @@ class LLMPolicy:
                 entropies = -(log_softmax.exp() * log_softmax).sum(-1)
                 result.entropies = [entropies[row, :n] for row, n in enumerate(lengths)]
             if hidden:
-                states = output.hidden_states[-1][:, -(width + 1) : -1]
                 result.hidden = [states[row, :n] for row, n in enumerate(lengths)]
         return result
+
+    def _shared_prompt_forward(
+        self,
+        groups: list[tuple[int, ...]],
+        prompts: Sequence[list[int]],
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        hidden: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Completions that share a prompt (a GRPO group) encode it once: the prompt's keys and values
+        are computed per distinct prompt, then repeated for its completions (gradients flow back
+        through the repetition into the one prompt pass)."""
+        index = torch.tensor([groups.index(tuple(prompt)) for prompt in prompts], dtype=torch.long)
+        prompt_ids, prompt_mask = self._left_pad([list(group) for group in groups])
+        prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        first = self.model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=prompt_positions,
+            use_cache=True,
+            logits_to_keep=1,
+            output_hidden_states=hidden,
+        )
+        cache = first.past_key_values
+        cache.reorder_cache(index)
+        attention = torch.cat([prompt_mask[index], completion_mask], dim=1)
+        positions = prompt_mask.sum(-1)[index][:, None] + torch.arange(completion_ids.shape[1])[None, :]
+        rest = self.model(
+            input_ids=completion_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            output_hidden_states=hidden,
+        )
+        # The prompt's last position predicts the first completion token; each completion position the next.
+        logits = torch.cat([first.logits[index, -1:], rest.logits[:, :-1]], dim=1)
+        states = None
+        if hidden:
+            states = torch.cat([first.hidden_states[-1][index, -1:], rest.hidden_states[-1][:, :-1]], dim=1)
+        return logits, states
 
     # -- persistence --------------------------------------------------------------------
 
@@ -356,7 +398,7 @@ class LLMPolicy:
         return ids, mask
 
     def _right_pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(row) for row in rows)
+        width = max((len(row) for row in rows), default=0) or 1  # at least one column, even if all are empty
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
