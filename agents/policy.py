@@ -192,14 +192,30 @@ class LLMPolicy:
         max_new_tokens = max_new_tokens or self.config.max_new_tokens
         input_ids, attention = self._left_pad(prompts)
         self.model.eval()
+        cache = None
+        if n > 1 and input_ids.shape[1] > 1:
+            # Prefill each prompt once (all but its last token), then repeat its keys and values for
+            # its n completions: generation starts from the shared prefix instead of n prefills.
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            prefill = self.model(
+                input_ids=input_ids[:, :-1],
+                attention_mask=attention[:, :-1],
+                position_ids=positions[:, :-1],
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = prefill.past_key_values
+            cache.batch_repeat_interleave(n)
+            input_ids, attention = input_ids.repeat_interleave(n, dim=0), attention.repeat_interleave(n, dim=0)
         generated = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
+            past_key_values=cache,
             do_sample=not greedy,
             temperature=temperature if not greedy else None,
             top_p=(self.config.top_p if top_p is None else top_p) if not greedy else None,
             top_k=None,
-            num_return_sequences=n,
+            num_return_sequences=1 if cache is not None else n,
             max_new_tokens=max_new_tokens,
             eos_token_id=self.stop_id,
             pad_token_id=self.pad_id,
