@@ -28,9 +28,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from agents.base import Agent, register
-from catalogs import Catalog, Product
+from catalogs import Catalog, Product, load_catalog
 from leser_env.actions import ActionLimits, encode_action, normalize_expansion
-from leser_env.resources import catalog_for, engine_for
+from leser_env.resources import engine_for
 from leser_env.search import SearchEngine, normalize_text
 
 LIMITS = ActionLimits()  # the environment's default format limits: 1..5 expansions of 1..100 characters
@@ -133,7 +133,7 @@ class RandomAgent(Agent):
     def vocabulary(self) -> list[str]:
         """Lowercase alphabetic words of product titles, sorted so that draws do not depend on set order."""
         words: set[str] = set()
-        for product in catalog_for(self.catalog, self.data_dir).products:
+        for product in load_catalog(self.catalog, self.data_dir).products:
             words.update(lowercase_letter_words(product.title))
         return sorted(words) or [PLACEHOLDER]
 
@@ -202,7 +202,7 @@ def usable_term(term: str) -> bool:
 @lru_cache(maxsize=4)
 def term_statistics(catalog: str, data_dir: str | None) -> TermStatistics:
     """Count every product's analysed feedback terms (the only loop over products, once per process)."""
-    products = catalog_for(catalog, data_dir).products
+    products = load_catalog(catalog, data_dir).products
     analyzer = engine_for(catalog, data_dir).analyzer
     column: dict[str, int] = {}
     rows, columns, values, title_rows, title_columns = [], [], [], [], []
@@ -323,7 +323,7 @@ class PseudoRelevanceFeedbackAgent(Agent):
 
     @cached_property
     def catalog_data(self) -> Catalog:
-        return catalog_for(self.catalog, self.data_dir)
+        return load_catalog(self.catalog, self.data_dir)
 
     @cached_property
     def statistics(self) -> TermStatistics:

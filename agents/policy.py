@@ -196,7 +196,7 @@ class LLMPolicy:
         if n > 1 and input_ids.shape[1] > 1:
             # Prefill each prompt once (all but its last token), then repeat its keys and values for
             # its n completions: generation starts from the shared prefix instead of n prefills.
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            positions = _positions(attention)
             prefill = self.model(
                 input_ids=input_ids[:, :-1],
                 attention_mask=attention[:, :-1],
@@ -281,7 +281,7 @@ class LLMPolicy:
                 prompt_ids, prompt_mask = self._left_pad(prompts)
                 input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
                 attention = torch.cat([prompt_mask, completion_mask], dim=1)
-                positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                positions = _positions(attention)
                 output = self.model(
                     input_ids=input_ids,
                     attention_mask=attention,
@@ -316,7 +316,7 @@ class LLMPolicy:
         through the repetition into the one prompt pass)."""
         index = torch.tensor([groups.index(tuple(prompt)) for prompt in prompts], dtype=torch.long)
         prompt_ids, prompt_mask = self._left_pad([list(group) for group in groups])
-        prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        prompt_positions = _positions(prompt_mask)
         first = self.model(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
@@ -421,6 +421,11 @@ class LLMPolicy:
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
             mask[i, : len(row)] = 1
         return ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding: each row counts its real tokens from 0."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _read_policy_config(path: Path, overrides: dict[str, Any]) -> PolicyConfig:

@@ -24,9 +24,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from catalogs import Split
+from catalogs import Split, load_catalog
 from leser_env.actions import encode_action
-from leser_env.resources import catalog_for, engine_for, relevance_for
+from leser_env.resources import engine_for, relevance_for
 from leser_env.reward import Reward
 from leser_env.search import FIELDS
 
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    catalog = catalog_for("homedepot", args.data_dir)
+    catalog = load_catalog("homedepot", args.data_dir)
     engine, model = engine_for("homedepot", args.data_dir), relevance_for("homedepot", args.data_dir)
     reward = Reward(engine, model)
     config = reward.config

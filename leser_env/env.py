@@ -13,11 +13,11 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import read_from_shared_memory
 
-from catalogs import Catalog, Split
+from catalogs import Catalog, Split, load_catalog
 from leser_env.actions import encode_action
 from leser_env.metrics import interleave, ndcg_at_k, recall
 from leser_env.relevance import grade_range
-from leser_env.resources import catalog_for, engine_for, relevance_for
+from leser_env.resources import engine_for, relevance_for
 from leser_env.reward import Reward, RewardBreakdown, RewardConfig
 
 MAX_ACTION_CHARS = 4096  # the action space's length; step() accepts any text and judges it
@@ -88,7 +88,7 @@ class LeserEnv(gym.Env):
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', not {render_mode!r}")
         self.render_mode = render_mode
-        self.catalog: Catalog = catalog_for(catalog, data_dir)
+        self.catalog: Catalog = load_catalog(catalog, data_dir)
         self.split = Split(split)
         self.engine = engine_for(catalog, data_dir)
         self.reward_model = Reward(self.engine, relevance_for(catalog, data_dir), config)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from catalogs import Catalog, load_catalog
+from catalogs import load_catalog
 from leser_env.relevance import RelevanceModel
 from leser_env.reward import Reward, RewardConfig
 from leser_env.search import SearchEngine
@@ -17,10 +17,6 @@ from leser_env.search import SearchEngine
 
 def _key(data_dir: str | Path | None) -> str | None:
     return str(data_dir) if data_dir else None
-
-
-def catalog_for(spec: str | Path, data_dir: str | Path | None = None) -> Catalog:
-    return load_catalog(spec, data_dir)
 
 
 @lru_cache(maxsize=4)

@@ -68,8 +68,98 @@ def test_missing_homedepot_says_where_to_get_it(tmp_path: Path) -> None:
         load_catalog("homedepot", tmp_path)
 
 
-def test_wands_fixture_loads_with_grades_attributes_and_categories() -> None:
-    catalog = load_catalog(FIXTURES / "wands")
+# A small catalog in the WANDS format (tab-separated product.csv, query.csv, label.csv), written
+# by the tests themselves: the real WANDS files are a user's download, never part of the project.
+def _tsv(*rows: list[str]) -> str:
+    return "".join("\t".join(row) + "\n" for row in rows)
+
+
+WANDS_FILES = {
+    "product.csv": _tsv(
+        [
+            "product_id",
+            "product_name",
+            "product_class",
+            "category hierarchy",
+            "product_description",
+            "product_features",
+            "rating_count",
+            "average_rating",
+            "review_count",
+        ],
+        [
+            "0",
+            "solid wood platform bed",
+            "Beds",
+            "Furniture / Bedroom Furniture / Beds & Headboards / Beds",
+            "good, deep sleep can be quite difficult to have in this busy age.",
+            "overallwidth-sidetoside:64.7|dsprimaryproductstyle:modern|color:white|material:wood",
+            "15.0",
+            "4.5",
+            "15.0",
+        ],
+        [
+            "1",
+            "all-clad 7 piece handle cookware set",
+            "Cookware Sets",
+            "Kitchen & Tabletop / Cookware / Cookware Sets",
+            "the all-clad stainless steel set.",
+            "capacity:7 piece|material:stainless steel",
+            "",
+            "",
+            "",
+        ],
+        [
+            "2",
+            "salon massage chair",
+            "Massage Chairs",
+            "Furniture / Office Furniture / Massage Chairs",
+            'reclining chair for salons, "spa" grade.',
+            "color:black|feature:heated",
+            "3",
+            "4.0",
+            "2",
+        ],
+        [
+            "3",
+            "turquoise accent pillow",
+            "Accent Pillows",
+            "Décor / Pillows",
+            "soft velvet pillow",
+            "color:turquoise",
+            "1",
+            "5.0",
+            "1",
+        ],
+    ),
+    "query.csv": _tsv(
+        ["query_id", "query", "query_class"],
+        ["0", "salon chair", "Massage Chairs"],
+        ["1", "smart coffee table", "Coffee & Cocktail Tables"],
+        ["3", "turquoise pillows", "Accent Pillows"],
+    ),
+    "label.csv": _tsv(
+        ["id", "query_id", "product_id", "label"],
+        ["0", "0", "2", "Exact"],
+        ["1", "0", "0", "Irrelevant"],
+        ["2", "3", "3", "Exact"],
+        ["3", "3", "1", "Irrelevant"],
+        ["4", "1", "0", "Partial"],
+    ),
+}
+
+
+@pytest.fixture
+def wands_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "wands-fixture"
+    directory.mkdir()
+    for name, content in WANDS_FILES.items():
+        (directory / name).write_text(content, encoding="utf-8")
+    return directory
+
+
+def test_wands_fixture_loads_with_grades_attributes_and_categories(wands_dir: Path) -> None:
+    catalog = load_catalog(wands_dir)
     assert catalog.name == "wands"
     assert len(catalog.products) == 4 and len(catalog.queries) == 3
     assert catalog.qrels["0"] == {"2": 2.0, "0": 0.0}
@@ -79,16 +169,16 @@ def test_wands_fixture_loads_with_grades_attributes_and_categories() -> None:
     assert bed.attributes["material"] == "wood"
     assert bed.category == "Furniture > Bedroom Furniture > Beds & Headboards > Beds"
     assert '"spa"' in catalog.product("2").description
-    assert wands.load(FIXTURES / "wands").content_hash == catalog.content_hash
+    assert wands.load(wands_dir).content_hash == catalog.content_hash
 
 
-def test_wands_unknown_label_and_truncated_products(tmp_path: Path) -> None:
-    shutil.copytree(FIXTURES / "wands", tmp_path / "w")
+def test_wands_unknown_label_and_truncated_products(tmp_path: Path, wands_dir: Path) -> None:
+    shutil.copytree(wands_dir, tmp_path / "w")
     labels = tmp_path / "w" / "label.csv"
     labels.write_text(labels.read_text() + "5\t0\t1\tMaybe\n")
     with pytest.raises(CatalogFormatError, match=r"label\.csv, line 7: expected a label of Exact"):
         wands.load(tmp_path / "w")
-    shutil.copy(FIXTURES / "wands" / "label.csv", labels)
+    shutil.copy(wands_dir / "label.csv", labels)
     products = tmp_path / "w" / "product.csv"
     products.write_text("".join(products.read_text().splitlines(keepends=True)[:2]))
     with pytest.raises(CatalogError, match=r"not in product\.csv"):
