@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import StaticCache
 
 from agents.base import AGENT_FILE, Agent, write_json_atomically
 from catalogs import cache_dir
@@ -193,9 +194,10 @@ class LLMPolicy:
         input_ids, attention = self._left_pad(prompts)
         self.model.eval()
         cache = None
-        if n > 1 and input_ids.shape[1] > 1:
-            # Prefill each prompt once (all but its last token), then repeat its keys and values for
-            # its n completions: generation starts from the shared prefix instead of n prefills.
+        if input_ids.shape[1] > 1:
+            # Prefill each prompt once (all but its last token), then copy its keys and values into a
+            # preallocated cache for its n completions: generation starts from the shared prefix instead
+            # of n prefills, and no step re-copies the whole cache to append one token.
             positions = _positions(attention)
             prefill = self.model(
                 input_ids=input_ids[:, :-1],
@@ -204,8 +206,9 @@ class LLMPolicy:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            cache = prefill.past_key_values
-            cache.batch_repeat_interleave(n)
+            cache = StaticCache(config=self.model.config, max_cache_len=input_ids.shape[1] + max_new_tokens)
+            for static_layer, layer in zip(cache.layers, prefill.past_key_values.layers, strict=True):
+                static_layer.update(layer.keys.repeat_interleave(n, dim=0), layer.values.repeat_interleave(n, dim=0))
             input_ids, attention = input_ids.repeat_interleave(n, dim=0), attention.repeat_interleave(n, dim=0)
         generated = self.model.generate(
             input_ids=input_ids,
@@ -221,6 +224,7 @@ class LLMPolicy:
             pad_token_id=self.pad_id,
             output_logits=True,
             return_dict_in_generate=True,
+            disable_compile=True,  # no torch.compile for the static cache: generation here is short and eager
         )
         new_tokens = generated.sequences[:, input_ids.shape[1] :]
         completions = [self._trim(row.tolist()) for row in new_tokens]

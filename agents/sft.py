@@ -5,10 +5,13 @@ How the targets are made, and why they do not leak:
   (2-3 consecutive title words) from the products human raters labelled relevant to that
   query, preferring products the query itself does not retrieve: the wording the catalog uses
   for what the shopper meant.
-- Each candidate is scored by the environment's reward for that query (search engine plus the
-  relevance model, itself trained on train labels only); the best distinct ones, up to
-  ``max_expansions``, with a positive reward form the target. Where none helps, the target is
-  the query itself (a valid action worth exactly 0), so the policy learns the format anyway.
+- Candidates that start or end with a word the search engine ignores ("light with") are
+  dropped. The target set is grown greedily with the environment's own reward for that query
+  (search engine plus the relevance model, itself trained on train labels only): each round
+  adds the candidate that raises the *set's* reward most, so the expansions complement each
+  other instead of repeating one wording, up to ``max_expansions``. Where no candidate helps,
+  the target is the query itself (a valid action worth exactly 0), so the policy learns the
+  format anyway.
 - The target is written in the action format with a one-sentence think block.
 Validation and test queries are never read here; ``format_valid_rate`` measures the paper's
 first experiment (the untouched model's valid-format rate against the warmed-up one's) on
@@ -26,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.progress import track
 
@@ -45,14 +49,14 @@ class SFTConfig:
     epochs: int = 1
     batch_size: int = 4
     learning_rate: float = 2e-4
-    max_expansions: int = 3
-    candidates_per_query: int = 30
+    max_expansions: int = 5
+    candidates_per_query: int = 20
     checkpoint_every: int = 25  # optimizer steps
     seed: int = 0
 
 
 def build_examples(
-    env: LeserEnv, count: int, max_expansions: int = 3, candidates_per_query: int = 30, seed: int = 0
+    env: LeserEnv, count: int, max_expansions: int = 5, candidates_per_query: int = 20, seed: int = 0
 ) -> list[dict[str, Any]]:
     """Warm-up (observation, target action) pairs from train queries only (see the module docstring)."""
     if env.split != Split.TRAIN:
@@ -72,10 +76,13 @@ def build_examples(
             for size in (2, 3):
                 for start in range(len(words) - size + 1):
                     phrases[" ".join(words[start : start + size])] += 1
-        candidates = [phrase for phrase, _ in phrases.most_common(candidates_per_query)]
-        rewards, _ = env.score_group([[phrase] for phrase in candidates]) if candidates else ([], [])
-        ranked = sorted(zip(rewards, candidates, strict=True), key=lambda item: -item[0])
-        chosen = [phrase for reward, phrase in ranked if reward > 0][:max_expansions]
+        candidates = [
+            phrase
+            for phrase, _ in phrases.most_common()
+            if phrase != query.lower()
+            and all(env.engine.analyze(word) for word in (phrase.split()[0], phrase.split()[-1]))
+        ][:candidates_per_query]
+        chosen = greedy_expansion_set(env, candidates, max_expansions)
         if chosen:
             think = "The catalog says " + "; ".join(chosen[:2]) + "."
         else:
@@ -83,6 +90,23 @@ def build_examples(
             think = "The query already uses the catalog's words."
         examples.append({"query_id": query_id, "observation": observation, "target": encode_action(chosen, think)})
     return examples
+
+
+def greedy_expansion_set(env: LeserEnv, candidates: Sequence[str], max_expansions: int) -> list[str]:
+    """The set built by adding, each round, the candidate that raises the set's reward most (while it does)."""
+    chosen: list[str] = []
+    best = 0.0
+    while len(chosen) < max_expansions:
+        options = [phrase for phrase in candidates if phrase not in chosen]
+        if not options:
+            break
+        rewards, _ = env.score_group([[*chosen, phrase] for phrase in options])
+        index = int(np.argmax(rewards))
+        if rewards[index] <= best:
+            break
+        chosen.append(options[index])
+        best = float(rewards[index])
+    return chosen
 
 
 def format_valid_rate(policy: LLMPolicy, observations: Sequence[Mapping[str, str]], batch_size: int = 8) -> float:

@@ -27,12 +27,13 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=100)
     parser.add_argument("--grpo-steps", type=int, default=40)
     parser.add_argument("--limit", type=int, default=100, help="test queries in the final comparison")
+    parser.add_argument("--validation", type=int, default=40, help="validation queries for the format-valid rate")
     args = parser.parse_args()
 
     sft_dir, grpo_dir = args.out / "sft", args.out / "grpo"
     sft_config = sft.SFTConfig(examples=args.sft_steps * sft.SFTConfig().batch_size)
     if not (sft_dir / "sft_report.json").is_file():
-        report = sft.run(args.catalog, sft_dir, sft_config, resume=True)
+        report = sft.run(args.catalog, sft_dir, sft_config, resume=True, validation_queries=args.validation)
         print(f"warm-up: format-valid {report['format_valid_before']:.0%} -> {report['format_valid_after']:.0%}")
 
     resume = has_checkpoint(grpo_dir)

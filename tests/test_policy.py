@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -144,6 +145,20 @@ def test_sft_examples_come_from_train_queries_and_are_valid_actions() -> None:
     assert np.mean(rewards) > 0.3, "warm-up targets should be expansions that help"
     with pytest.raises(ValueError, match="train split"):
         sft.build_examples(LeserEnv(catalog="synthetic", split="test"), count=1)
+
+
+def test_sft_targets_are_sets_whose_expansions_complement_each_other() -> None:
+    """The greedy target beats its best single phrase, repeats nothing, and every phrase it adds pays."""
+    env = LeserEnv(catalog="synthetic", split="train")
+    env.reset(options={"query": "garbage can my dog can't get into"})
+    candidates = ["waste bin", "waste basket", "pedal bin", "waste bin", "dog bed", "kitchen"]
+    chosen = sft.greedy_expansion_set(env, candidates, max_expansions=5)
+    assert chosen and len(chosen) == len(set(chosen)) <= 5
+    singles, _ = env.score_group([[phrase] for phrase in candidates])
+    prefixes, _ = env.score_group([chosen[: i + 1] for i in range(len(chosen))])
+    assert prefixes[-1] >= singles.max()
+    assert all(later > earlier for earlier, later in itertools.pairwise(prefixes)), "each phrase added must pay"
+    assert sft.greedy_expansion_set(env, [], max_expansions=5) == []
 
 
 def test_sft_lowers_the_loss_on_its_examples(tiny_policy, tmp_path: Path) -> None:
