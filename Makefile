@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench bench-grpo clean
 
 # torch==2.13.0 first: on the project's CPU machines it is a local CPU wheel; any other
 # torch (or an unpinned one pulled in by a dependency) would download a multi-GB CUDA build.
@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job, about 15 minutes on a 2-core CPU: warm-up (SFT), a short GRPO run, then the
+# comparison with the baselines on held-out test queries (runs/main/comparison/). Resumable.
 run: setup
-	$(VENV)/bin/leser demo --catalog synthetic
+	$(PY) examples/train_grpo.py --catalog synthetic --out runs/main --sft-steps 60 --grpo-steps 5 --limit 50 --validation 20
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -27,6 +29,10 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_search.py
+
+bench-grpo: setup  # our GRPO step against TRL's GRPOTrainer (installs the bench extra: trl)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/bench_grpo_vs_trl.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

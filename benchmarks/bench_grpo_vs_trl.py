@@ -8,14 +8,15 @@ environment's, group by group), the same loss (token-level clipped surrogate, ep
 per-completion mean, k3 KL with beta 0.04 to the adapter-disabled model, advantages not scaled
 by the group std), one optimizer step over 2 micro-batches of 8 completions, AdamW, gradient
 norm clipped at 1. TRL is set to float32 without gradient checkpointing, as ours runs (its
-defaults, bfloat16 and checkpointing, are slower on a CPU).
+defaults are bfloat16 and checkpointing). The untouched model writes no valid action, so every
+reward is the format penalty; that changes no timing, as both sides run every pass regardless.
 
 Time is split the same way on both sides: generation (tokenising, prefill and sampling), the
 reward, backward (time inside ``Tensor.backward``) and forward (the rest of the step: the
 reference and policy log-probability passes, loss, optimizer). The first step of each side
 is a warm-up and is not counted.
 
-    python benchmarks/bench_grpo_vs_trl.py [--steps 3] [--json]      # needs: pip install -e ".[bench]"
+    python benchmarks/bench_grpo_vs_trl.py [--steps 3] [--no-context] [--json]      # needs: pip install -e ".[bench]"
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from leser_env.prompt import render_messages
 
 PROMPTS, GROUP, NEW_TOKENS, LORA_RANK, LORA_ALPHA = 4, 4, 48, 16, 32
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-LEARNING_RATE, BETA, EPSILON, TEMPERATURE, MICRO_BATCH = 5e-5, 0.04, 0.2, 0.9, 8
+DEFAULTS = grpo.GRPOConfig()  # our defaults, given to both sides
+LEARNING_RATE, BETA, EPSILON = DEFAULTS.learning_rate, DEFAULTS.kl_beta, DEFAULTS.clip_epsilon
+TEMPERATURE, MICRO_BATCH = DEFAULTS.temperature, DEFAULTS.micro_batch
 
 
 class Timer:
@@ -74,11 +77,11 @@ TIMER = Timer()
 torch.Tensor.backward = TIMER.wrap("backward", torch.Tensor.backward)  # both sides' backward passes
 
 
-def observations(env: LeserEnv) -> list[dict[str, str]]:
+def observations(env: LeserEnv, context: bool) -> list[dict[str, str]]:
     result = []
     for seed in range(PROMPTS):
         observation, _ = env.reset(seed=seed)
-        result.append(observation)
+        result.append(observation if context else {**observation, "context": ""})
     return result
 
 
@@ -210,11 +213,12 @@ def trl(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="measured optimizer steps per side (after one warm-up)")
+    parser.add_argument("--no-context", action="store_true", help="prompts without their product context (short)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     env = LeserEnv(catalog="synthetic", split="train")
-    prompts = observations(env)
+    prompts = observations(env, context=not args.no_context)
     console = Console(stderr=True)
     console.print("TRL GRPOTrainer ...")
     trl_steps, trl_tokens = trl(env, prompts, args.steps)
@@ -230,6 +234,7 @@ def main() -> None:
         "ratio_ours_over_trl": mean["ours"]["step"] / mean["trl"]["step"],
         "completion_tokens_mean": {"trl": trl_tokens, "ours": our_tokens},
         "steps_measured": args.steps,
+        "prompt_context": not args.no_context,
         "torch_threads": torch.get_num_threads(),
     }
     if args.json:
