@@ -92,12 +92,17 @@ def test_a_grpo_update_changes_only_lora_and_lowers_the_surrogate_loss(tiny_poli
     assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
 
 
-def test_checkpoint_round_trip(tiny_policy, tmp_path: Path) -> None:
-    policy = tiny_policy()
+def with_trained_adapter(policy: LLMPolicy) -> LLMPolicy:
+    """A fresh adapter is a no-op (LoRA B starts at zero); random B weights make it change the outputs."""
     with torch.no_grad():
         for name, parameter in policy.model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 0.05)
+    return policy
+
+
+def test_checkpoint_round_trip(tiny_policy, tmp_path: Path) -> None:
+    policy = with_trained_adapter(tiny_policy())
     samples = policy.sample(OBSERVATIONS, n=1)
     policy.save(tmp_path / "policy")
     base = tiny_policy(base_only=True)  # same seed: the same base weights
@@ -222,11 +227,7 @@ def test_sft_resumes_from_its_checkpoint(tiny_policy, tmp_path: Path) -> None:
 
 
 def test_a_new_stage_keeps_the_warmed_up_policy_as_its_kl_reference(tiny_policy, tmp_path: Path) -> None:
-    warmed = tiny_policy()
-    with torch.no_grad():
-        for name, parameter in warmed.model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.05)
+    warmed = with_trained_adapter(tiny_policy())
     samples = warmed.sample(OBSERVATIONS, n=1)
     warmed.save(tmp_path / "sft")
     stage = LLMPolicy.continue_from(tmp_path / "sft", model=tiny_policy(base_only=True), tokenizer=warmed.tokenizer)
