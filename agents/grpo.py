@@ -106,14 +106,28 @@ def collect(policy: LLMPolicy, env: LeserEnv, config: GRPOConfig) -> tuple[Sampl
     samples = policy.sample(
         observations, n=config.group_size, temperature=config.temperature, max_new_tokens=config.max_new_tokens
     )
+    rewards, infos = score_groups(env, [{"query_id": qid} for qid in query_ids], samples.texts, config.group_size)
+    return samples, rewards, infos
+
+
+def score_groups(
+    env: LeserEnv, queries: Sequence[dict[str, str]], texts: Sequence[str], group_size: int
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Rewards (one row per query) for consecutive groups of ``group_size`` completions.
+
+    ``queries`` holds the ``env.reset`` options that select each group's query (``query_id`` or
+    ``query`` text); each group is scored in one ``score_group`` call, so expansions shared
+    within it are searched and judged once.
+    """
+    if len(texts) != len(queries) * group_size:
+        raise ValueError(f"{len(texts)} completions for {len(queries)} groups of {group_size}")
     rewards, infos = [], []
-    for index, query_id in enumerate(query_ids):
-        env.reset(options={"query_id": query_id})
-        group = samples.texts[index * config.group_size : (index + 1) * config.group_size]
-        group_rewards, group_infos = env.score_group(group)
+    for index, options in enumerate(queries):
+        env.reset(options=dict(options))
+        group_rewards, group_infos = env.score_group(texts[index * group_size : (index + 1) * group_size])
         rewards.append(group_rewards)
         infos.extend(group_infos)
-    return samples, np.array(rewards), infos
+    return np.array(rewards, dtype=np.float64).reshape(len(queries), group_size), infos
 
 
 def update(

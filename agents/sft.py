@@ -12,7 +12,8 @@ How the targets are made, and why they do not leak:
   other instead of repeating one wording, up to ``max_expansions``. Where no candidate helps,
   the target is the query itself (a valid action worth exactly 0), so the policy learns the
   format anyway.
-- The target is written in the action format with a one-sentence think block.
+- The target is written in the action format with a one-sentence think block naming one
+  phrase (a list there taught the model to loop inside the think block).
 Validation and test queries are never read here; ``format_valid_rate`` measures the paper's
 first experiment (the untouched model's valid-format rate against the warmed-up one's) on
 validation queries.
@@ -84,7 +85,9 @@ def build_examples(
         ][:candidates_per_query]
         chosen = greedy_expansion_set(env, candidates, max_expansions)
         if chosen:
-            think = "The catalog says " + "; ".join(chosen[:2]) + "."
+            # One phrase, not a list: a think block that lists phrases taught the model to keep
+            # listing inside it until the token budget ran out (greedy repetition loops).
+            think = f"The catalog calls it {chosen[0]}."
         else:
             chosen = [query]
             think = "The query already uses the catalog's words."

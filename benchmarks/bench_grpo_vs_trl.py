@@ -113,11 +113,9 @@ def ours(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list
         with TIMER.phase("step"):
             samples = policy.sample(prompts, n=GROUP, temperature=TEMPERATURE, max_new_tokens=NEW_TOKENS)
             with TIMER.phase("reward"):
-                rewards = []
-                for index, observation in enumerate(prompts):
-                    env.reset(options={"query": observation["query"]})
-                    rewards.append(env.score_group(samples.texts[index * GROUP : (index + 1) * GROUP])[0])
-            grpo.update(policy, optimizer, samples, grpo.group_advantages(np.array(rewards)), config)
+                queries = [{"query": observation["query"]} for observation in prompts]
+                rewards, _ = grpo.score_groups(env, queries, samples.texts, GROUP)
+            grpo.update(policy, optimizer, samples, grpo.group_advantages(rewards), config)
         results.append(split(TIMER.take()))
         lengths.extend(len(ids) for ids in samples.completion_ids)
     return results[1:], float(np.mean(lengths))

@@ -69,6 +69,22 @@ def test_advantages_sum_to_zero_per_group(rewards: list[list[float]], scale: boo
     np.testing.assert_allclose(advantages.sum(axis=1), 0.0, atol=1e-6)
 
 
+def test_groups_are_scored_against_their_own_query() -> None:
+    """Row i of the rewards is group i scored for query i, the same as scoring it alone."""
+    env = LeserEnv(catalog="synthetic", split="train")
+    query_ids = env.query_ids[:2]
+    texts = ['<answer>["office chair"]</answer>', "not an action", '<answer>["desk lamp"]</answer>', "{}"] * 2
+    rewards, infos = grpo.score_groups(env, [{"query_id": qid} for qid in query_ids], texts, group_size=4)
+    assert rewards.shape == (2, 4) and len(infos) == 8
+    for row, query_id in enumerate(query_ids):
+        env.reset(options={"query_id": query_id})
+        alone, _ = env.score_group(texts[row * 4 : (row + 1) * 4])
+        np.testing.assert_array_equal(rewards[row], alone)
+    assert rewards[0, 1] == env.reward_model.config.format_penalty
+    with pytest.raises(ValueError, match="completions for 2 groups"):
+        grpo.score_groups(env, [{"query_id": qid} for qid in query_ids], texts[:7], group_size=4)
+
+
 def test_a_grpo_update_changes_only_lora_and_lowers_the_surrogate_loss(tiny_policy) -> None:
     policy = tiny_policy()
     config = grpo.GRPOConfig(learning_rate=5e-3, kl_beta=0.0, group_size=4, micro_batch=4)
