@@ -76,6 +76,7 @@ def test_groups_are_scored_against_their_own_query() -> None:
     texts = ['<answer>["office chair"]</answer>', "not an action", '<answer>["desk lamp"]</answer>', "{}"] * 2
     rewards, infos = grpo.score_groups(env, [{"query_id": qid} for qid in query_ids], texts, group_size=4)
     assert rewards.shape == (2, 4) and len(infos) == 8
+    assert not np.array_equal(rewards[0], rewards[1]), "the same texts must score differently for other queries"
     for row, query_id in enumerate(query_ids):
         env.reset(options={"query_id": query_id})
         alone, _ = env.score_group(texts[row * 4 : (row + 1) * 4])
