@@ -123,7 +123,7 @@ def score_groups(
         raise ValueError(f"{len(texts)} completions for {len(queries)} groups of {group_size}")
     rewards, infos = [], []
     for index, options in enumerate(queries):
-        env.reset(options=dict(options))
+        env.reset(options=options)
         group_rewards, group_infos = env.score_group(texts[index * group_size : (index + 1) * group_size])
         rewards.append(group_rewards)
         infos.extend(group_infos)
