@@ -2,7 +2,7 @@
 
     python examples/train_grpo.py [--catalog synthetic] [--sft-steps 100] [--grpo-steps 40] [--limit 100]
 
-On a 2-core CPU a warm-up step takes about 8 s and a GRPO step about 35 s (16 completions); the
+On a 2-core CPU a warm-up step takes about 8 s and a GRPO step about 40 s (16 completions); the
 defaults take about an hour, `make run`'s settings about 20 minutes. Every stage shows progress,
 checkpoints atomically, and is resumed by running the script again with the same --out.
 The same as `leser train --agent sft ...`, `leser train --agent grpo --init ...` and `leser compare`.
