@@ -1,10 +1,15 @@
 """SFT warm-up: teach the LLM policy the action format (and a first sense of catalog wording).
 
 How the targets are made, and why they do not leak:
-- Only *train*-split queries are used. For each, the candidate expansions are short phrases
-  (2-3 consecutive title words) from the products human raters labelled relevant to that
-  query, preferring products the query itself does not retrieve: the wording the catalog uses
-  for what the shopper meant.
+- Only *train*-split queries are used. The candidate expansions come from two sources: short
+  phrases (2-3 consecutive title words) from the products human raters labelled relevant to the
+  query, preferring products the query itself does not retrieve (the wording the catalog uses for
+  what the shopper meant); and the pseudo-relevance-feedback baseline's expansions for the query
+  (a feedback term with the query's own words, which keeps what the query already gets right).
+- A candidate is kept only if every word of it is in the observation (the query or the products
+  shown as context): the policy sees only the observation, so a target it cannot read off its
+  input teaches it to guess. Measured on train queries, grounded targets score a little less than
+  ungrounded ones (+0.94 against +1.05) but the warmed-up policy learns them.
 - Candidates that start or end with a word the search engine ignores ("light with") are
   dropped. The target set is grown greedily with the environment's own reward for that query
   (search engine plus the relevance model, itself trained on train labels only): each round
@@ -35,6 +40,7 @@ import torch
 from rich.progress import track
 
 from agents.base import register, write_json_atomically
+from agents.baselines import PseudoRelevanceFeedbackAgent
 from agents.policy import LLMAgent, LLMPolicy, PolicyConfig
 from agents.training import RunLog, has_checkpoint, load_checkpoint, save_checkpoint
 from catalogs import Split
@@ -51,24 +57,26 @@ class SFTConfig:
     batch_size: int = 4
     learning_rate: float = 2e-4
     max_expansions: int = 5
-    candidates_per_query: int = 20
+    candidates_per_query: int = 25
     checkpoint_every: int = 25  # optimizer steps
     seed: int = 0
 
 
 def build_examples(
-    env: LeserEnv, count: int, max_expansions: int = 5, candidates_per_query: int = 20, seed: int = 0
+    env: LeserEnv, count: int, max_expansions: int = 5, candidates_per_query: int = 25, seed: int = 0
 ) -> list[dict[str, Any]]:
     """Warm-up (observation, target action) pairs from train queries only (see the module docstring)."""
     if env.split != Split.TRAIN:
         raise ValueError("SFT examples are built from the train split only")
     catalog = env.catalog
+    feedback = PseudoRelevanceFeedbackAgent(str(env.catalog_source), env.data_dir)
     query_ids = [qid for qid in env.query_ids if catalog.relevant(qid)]
     random.Random(seed).shuffle(query_ids)
     examples = []
     for query_id in query_ids[:count]:
         observation, _ = env.reset(options={"query_id": query_id})
         query = observation["query"]
+        shown = set(WORD.findall(f"{query} {observation['context']}".lower()))
         retrieved = set(env.engine.search(query, env.config.depth, env.config.mode).ids)
         relevant = sorted(catalog.relevant(query_id), key=lambda pid: (pid in retrieved, pid))
         phrases: Counter[str] = Counter()
@@ -79,9 +87,8 @@ def build_examples(
                     phrases[" ".join(words[start : start + size])] += 1
         candidates = [
             phrase
-            for phrase, _ in phrases.most_common()
-            if phrase != query.lower()
-            and all(env.engine.analyze(word) for word in (phrase.split()[0], phrase.split()[-1]))
+            for phrase in dict.fromkeys([*feedback.expand(query)[0], *(phrase for phrase, _ in phrases.most_common())])
+            if phrase.lower() != query.lower() and grounded(env, phrase, shown)
         ][:candidates_per_query]
         chosen = greedy_expansion_set(env, candidates, max_expansions)
         if chosen:
@@ -93,6 +100,16 @@ def build_examples(
             think = "The query already uses the catalog's words."
         examples.append({"query_id": query_id, "observation": observation, "target": encode_action(chosen, think)})
     return examples
+
+
+def grounded(env: LeserEnv, phrase: str, shown: set[str]) -> bool:
+    """Every word is in the observation, and the first and last are words the engine searches."""
+    words = WORD.findall(phrase.lower())
+    return (
+        bool(words)
+        and all(word in shown for word in words)
+        and all(env.engine.analyze(word) for word in (words[0], words[-1]))
+    )
 
 
 def greedy_expansion_set(env: LeserEnv, candidates: Sequence[str], max_expansions: int) -> list[str]:

@@ -89,6 +89,7 @@ class LeserEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'ansi', not {render_mode!r}")
         self.render_mode = render_mode
         self.catalog: Catalog = load_catalog(catalog, data_dir)
+        self.catalog_source, self.data_dir = catalog, data_dir  # what agents pass to build their own views
         self.split = Split(split)
         self.engine = engine_for(catalog, data_dir)
         self.reward_model = Reward(self.engine, relevance_for(catalog, data_dir), config)

@@ -12,6 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import agents
 from agents import grpo, ppo, sft
 from agents.policy import LLMPolicy
 from catalogs import Split
@@ -165,6 +166,14 @@ def test_sft_examples_come_from_train_queries_and_are_valid_actions() -> None:
     assert all(p.valid for p in parsed)
     rewards = [env.reward_model.score(e["observation"]["query"], e["target"]).reward for e in examples]
     assert np.mean(rewards) > 0.3, "warm-up targets should be expansions that help"
+    prf = agents.make("prf", catalog="synthetic").act([example["observation"] for example in examples])
+    baseline = [env.reward_model.score(e["observation"]["query"], a).reward for e, a in zip(examples, prf, strict=True)]
+    assert np.mean(rewards) > np.mean(baseline), "the targets start from prf's expansions and keep what pays"
+    for example, action in zip(examples, parsed, strict=True):
+        observation = example["observation"]
+        shown = set(sft.WORD.findall(f"{observation['query']} {observation['context']}".lower()))
+        written = {word for expansion in action.expansions for word in sft.WORD.findall(expansion.lower())}
+        assert written <= shown, "a target the policy cannot read off its observation teaches it to guess"
     with pytest.raises(ValueError, match="train split"):
         sft.build_examples(LeserEnv(catalog="synthetic", split="test"), count=1)
 
