@@ -85,9 +85,10 @@ def build_examples(
             for size in (2, 3):
                 for start in range(len(words) - size + 1):
                     phrases[" ".join(words[start : start + size])] += 1
+        labelled = [phrase for phrase, _ in phrases.most_common()]
         candidates = [
             phrase
-            for phrase in dict.fromkeys([*feedback.expand(query)[0], *(phrase for phrase, _ in phrases.most_common())])
+            for phrase in dict.fromkeys([*feedback.expand(query)[0], *labelled])
             if phrase.lower() != query.lower() and grounded(env, phrase, shown)
         ][:candidates_per_query]
         chosen = greedy_expansion_set(env, candidates, max_expansions)
