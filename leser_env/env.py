@@ -22,6 +22,9 @@ from leser_env.reward import Reward, RewardBreakdown, RewardConfig
 
 MAX_ACTION_CHARS = 4096  # the action space's length; step() accepts any text and judges it
 MAX_CONTEXT_LINE_CHARS = 300
+# The first context line when the query matches nothing and the context comes from matching any of
+# its words: a policy told "products the engine shows for it" would otherwise take them for R(q).
+PARTIAL_MATCH_NOTE = "No product has every word of the query. Products with some of its words:"
 
 
 class LeserEnv(gym.Env):
@@ -36,7 +39,8 @@ class LeserEnv(gym.Env):
     ``Dict(query=Text, context=Text)``: the query, and the top ``context_k`` products the engine
     returns for it, one line each (title | category | attribute values), as pseudo-relevance
     feedback. When conjunctive matching finds nothing, the context falls back to disjunctive
-    matching so the policy still sees the neighbourhood. The character set is printable ASCII
+    matching so the policy still sees the neighbourhood, under a first line that says so
+    (``PARTIAL_MATCH_NOTE``): those products are not what the query retrieves. The character set is printable ASCII
     plus every character the catalog uses; a pinned query's other characters become spaces.
 
     ## Action space
@@ -104,7 +108,7 @@ class LeserEnv(gym.Env):
         self._allowed = frozenset(self.charset)
         longest_query = max(len(text) for text in self.catalog.queries.values())
         self.max_query_chars = max(256, longest_query)
-        self.max_context_chars = self.context_k * (MAX_CONTEXT_LINE_CHARS + 1)
+        self.max_context_chars = len(PARTIAL_MATCH_NOTE) + 1 + self.context_k * (MAX_CONTEXT_LINE_CHARS + 1)
         self.observation_space = spaces.Dict(
             {
                 "query": CatalogText(max_length=self.max_query_chars, min_length=0, charset=self.charset),
@@ -136,9 +140,9 @@ class LeserEnv(gym.Env):
             query_id = self.query_ids[int(self.np_random.integers(len(self.query_ids)))]
             query = self.catalog.queries[query_id]
         query = self._printable(query)[: self.max_query_chars]
-        context_ids = self._context(query)
+        context_ids, partial = self._context(query)
         self._query_id, self._context_ids, self._last = query_id, context_ids, None
-        self._observation = {"query": query, "context": self._render_context(context_ids)}
+        self._observation = {"query": query, "context": self._render_context(context_ids, partial)}
         return dict(self._observation), {
             "query_id": query_id,
             "context_ids": list(context_ids),
@@ -189,14 +193,15 @@ class LeserEnv(gym.Env):
 
     # -- internals ----------------------------------------------------------------------
 
-    def _context(self, query: str) -> tuple[str, ...]:
+    def _context(self, query: str) -> tuple[tuple[str, ...], bool]:
+        """The top products for the query, and whether they match only some of its words (the fallback)."""
         hits = self.engine.search(query, self.context_k, self.config.mode)
         if not hits.ids and self.config.mode == "and":
-            hits = self.engine.search(query, self.context_k, "or")
-        return hits.ids
+            return self.engine.search(query, self.context_k, "or").ids, True
+        return hits.ids, False
 
-    def _render_context(self, product_ids: Sequence[str]) -> str:
-        lines = []
+    def _render_context(self, product_ids: Sequence[str], partial: bool = False) -> str:
+        lines = [PARTIAL_MATCH_NOTE] if partial and product_ids else []
         for product_id in product_ids:
             product = self.catalog.product(product_id)
             parts = [product.title]

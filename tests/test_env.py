@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 import leser_env  # noqa: F401  (registers LESER-v0)
 from catalogs import Catalog, Split
 from leser_env.actions import encode_action
-from leser_env.env import ExpansionListAction, LeserEnv
+from leser_env.env import PARTIAL_MATCH_NOTE, ExpansionListAction, LeserEnv
 from leser_env.prompt import render_messages
 
 INFO_KEYS = {
@@ -47,7 +47,8 @@ def test_random_text_actions_get_the_format_penalty(env: LeserEnv) -> None:
 def test_an_episode_is_one_query_with_the_documented_info(env: LeserEnv) -> None:
     observation, reset_info = env.reset(seed=1)
     assert observation["query"] == env.catalog.queries[reset_info["query_id"]]
-    assert observation["context"].count("\n") == len(reset_info["context_ids"]) - 1
+    product_lines = [line for line in observation["context"].split("\n") if line.startswith("- ")]
+    assert len(product_lines) == len(reset_info["context_ids"])
     _, reward, terminated, _, info = env.step(encode_action(["grey sofa", "oak desk"]))
     assert terminated and set(info) == INFO_KEYS
     assert info["reward_breakdown"]["reward"] == reward and info["expansions"] == ["grey sofa", "oak desk"]
@@ -88,7 +89,11 @@ def test_pinned_queries(env: LeserEnv, synthetic: Catalog) -> None:
 def test_context_falls_back_to_disjunctive_matching(env: LeserEnv) -> None:
     observation, info = env.reset(options={"query": "chair for my aching back after long workdays"})
     assert env.engine.count(observation["query"]) == 0
-    assert len(info["context_ids"]) == env.context_k and observation["context"].startswith("- ")
+    note, *lines = observation["context"].split("\n")
+    assert note == PARTIAL_MATCH_NOTE and len(lines) == len(info["context_ids"]) == env.context_k
+    assert all(line.startswith("- ") for line in lines)
+    observation, _ = env.reset(options={"query": "grey sofa"})
+    assert observation["context"].startswith("- ") and PARTIAL_MATCH_NOTE not in observation["context"]
 
 
 def test_score_group_equals_stepping_each_action(env: LeserEnv) -> None:
