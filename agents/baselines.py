@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from agents.base import Agent, register
 from catalogs import Catalog, Product, load_catalog
 from leser_env.actions import ActionLimits, encode_action, normalize_expansion
+from leser_env.env import PARTIAL_MATCH_NOTE
 from leser_env.resources import engine_for
 from leser_env.search import SearchEngine, normalize_text
 
@@ -51,14 +52,15 @@ def observation_fields(observation: object) -> tuple[str, str]:
     """(query, context) of an observation; anything that is not a mapping of strings reads as empty.
 
     Agents must never raise on odd input, so a missing key or a non-string value is not an error, and
-    lone surrogates (which no UTF-8 text, the search engine included, can hold) become spaces.
+    lone surrogates (which no UTF-8 text, the search engine included, can hold) become spaces. The
+    environment's note that the context is a fallback is not product wording, so it is left out.
     """
     if not isinstance(observation, Mapping):
         return "", ""
     query, context = observation.get("query", ""), observation.get("context", "")
     return (
         _SURROGATES.sub(" ", query) if isinstance(query, str) else "",
-        _SURROGATES.sub(" ", context) if isinstance(context, str) else "",
+        _SURROGATES.sub(" ", context.replace(PARTIAL_MATCH_NOTE, " ")) if isinstance(context, str) else "",
     )
 
 

@@ -16,6 +16,7 @@ import leser_env  # noqa: F401  (registers LESER-v0)
 from agents.baselines import NoExpansionAgent, PseudoRelevanceFeedbackAgent, RandomAgent
 from catalogs import Catalog
 from leser_env.actions import parse_action
+from leser_env.env import PARTIAL_MATCH_NOTE
 
 BASELINES = ("none", "random", "prf")
 ADVERSARIAL_QUERIES = (
@@ -85,15 +86,17 @@ def test_none_scores_exactly_zero(synthetic: Catalog) -> None:
 
 
 def test_none_cuts_long_queries_and_fills_empty_ones() -> None:
-    (long_action, empty_action, bare_action) = NoExpansionAgent().act(
+    (long_action, empty_action, fallback_action, bare_action) = NoExpansionAgent().act(
         [
             {"query": "sofa " * 100, "context": ""},
             {"query": "  ", "context": "- Grey Sofa | Furniture"},
+            {"query": "  ", "context": f"{PARTIAL_MATCH_NOTE}\n- Grey Sofa | Furniture"},
             {"query": "", "context": ""},
         ]
     )
     assert parse_action(long_action).expansions == (("sofa " * 20).strip(),)
     assert parse_action(empty_action).expansions == ("grey",)
+    assert parse_action(fallback_action).expansions == ("grey",), "the fallback note is not product wording"
     assert parse_action(bare_action).expansions == ("product",)
 
 
