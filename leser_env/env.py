@@ -40,8 +40,9 @@ class LeserEnv(gym.Env):
     returns for it, one line each (title | category | attribute values), as pseudo-relevance
     feedback. When conjunctive matching finds nothing, the context falls back to disjunctive
     matching so the policy still sees the neighbourhood, under a first line that says so
-    (``PARTIAL_MATCH_NOTE``): those products are not what the query retrieves. The character set is printable ASCII
-    plus every character the catalog uses; a pinned query's other characters become spaces.
+    (``PARTIAL_MATCH_NOTE``): those products are not what the query retrieves. The character set
+    is printable ASCII plus every character the catalog uses; a pinned query's other characters
+    become spaces.
 
     ## Action space
     ``Text``: the policy's raw completion,
