@@ -47,8 +47,8 @@ def test_random_text_actions_get_the_format_penalty(env: LeserEnv) -> None:
 def test_an_episode_is_one_query_with_the_documented_info(env: LeserEnv) -> None:
     observation, reset_info = env.reset(seed=1)
     assert observation["query"] == env.catalog.queries[reset_info["query_id"]]
-    product_lines = [line for line in observation["context"].split("\n") if line.startswith("- ")]
-    assert len(product_lines) == len(reset_info["context_ids"])
+    product_lines = observation["context"].removeprefix(PARTIAL_MATCH_NOTE + "\n").split("\n")
+    assert len(product_lines) == len(reset_info["context_ids"]) and all(line.startswith("- ") for line in product_lines)
     _, reward, terminated, _, info = env.step(encode_action(["grey sofa", "oak desk"]))
     assert terminated and set(info) == INFO_KEYS
     assert info["reward_breakdown"]["reward"] == reward and info["expansions"] == ["grey sofa", "oak desk"]
