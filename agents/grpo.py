@@ -11,8 +11,12 @@ Per optimizer step:
 4. loss per token: the PPO-style clipped surrogate (epsilon 0.2) on the probability ratio to
    the sampling-time policy, minus ``kl_beta`` times the k3 estimate of the KL to the reference
    policy (the base model: the same weights with the LoRA adapter disabled); averaged over a
-   completion's tokens, then over completions; gradients accumulated over micro-batches;
-   ``inner_epochs`` > 1 reuses the sampled log-probabilities for several updates.
+   completion's tokens, then over completions (``loss_aggregation="sequence"``, as published),
+   or averaged over all the batch's tokens (``"token"``, as in DAPO): the published average gives
+   each token of a short completion more weight than a token of a long one, which pulls the
+   policy towards short answers (Liu et al. 2025, "Understanding R1-Zero-like training");
+   gradients accumulated over micro-batches; ``inner_epochs`` > 1 reuses the sampled
+   log-probabilities for several updates.
 An invalid completion simply gets the format penalty as its reward: it flows through training
 like any other sample.
 """
@@ -52,11 +56,16 @@ class GRPOConfig:
     clip_epsilon: float = 0.2
     kl_beta: float = 0.04
     scale_by_std: bool = False
+    loss_aggregation: str = "sequence"  # or "token": every completion token weighs the same
     inner_epochs: int = 1
     micro_batch: int = 8  # completions per forward/backward pass (gradient accumulation)
     max_grad_norm: float = 1.0
     checkpoint_every: int = 5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss_aggregation not in ("sequence", "token"):
+            raise ValueError(f"loss_aggregation must be 'sequence' or 'token', not {self.loss_aggregation!r}")
 
 
 def group_advantages(rewards: np.ndarray, scale_by_std: bool = False) -> np.ndarray:
@@ -75,8 +84,14 @@ def grpo_loss(
     advantages: Sequence[float],
     clip_epsilon: float,
     kl_beta: float,
+    token_normalizer: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped surrogate with a k3 KL penalty, token-level, averaged per completion then over completions."""
+    """Clipped surrogate with a k3 KL penalty, per token.
+
+    Averaged per completion then over completions; or, given ``token_normalizer`` (the number of
+    completion tokens in the whole batch, micro-batches included), summed over tokens and divided
+    by it, so that every token weighs the same whatever the length of its completion.
+    """
     losses, kls, clipped, tokens = [], [], 0, 0
     for new, old, ref, advantage in zip(new_logprobs, old_logprobs, ref_logprobs, advantages, strict=True):
         if new.numel() == 0:
@@ -85,14 +100,15 @@ def grpo_loss(
         surrogate = torch.minimum(ratio * advantage, torch.clamp(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * advantage)
         log_ratio_ref = ref - new
         kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1  # k3: unbiased, always >= 0
-        losses.append(-(surrogate - kl_beta * kl).mean())
+        per_token = -(surrogate - kl_beta * kl)
+        losses.append(per_token.mean() if token_normalizer is None else per_token.sum() / token_normalizer)
         kls.append(kl.mean().detach())
         clipped += int(((ratio - 1).abs() > clip_epsilon).sum())
         tokens += new.numel()
     if not losses:
         zero = torch.zeros((), requires_grad=True)
         return zero, {"kl": 0.0, "clip_fraction": 0.0}
-    loss = torch.stack(losses).mean()
+    loss = torch.stack(losses).mean() if token_normalizer is None else torch.stack(losses).sum()
     return loss, {"kl": float(torch.stack(kls).mean()), "clip_fraction": clipped / max(tokens, 1)}
 
 
@@ -138,6 +154,8 @@ def update(
     flat_advantages = advantages.reshape(-1).tolist()
     reference = policy.completion_logprobs(prompts, samples.completion_ids, grad=False, reference=True)
     total = len(prompts)
+    by_token = config.loss_aggregation == "token"
+    batch_tokens = float(max(sum(len(ids) for ids in samples.completion_ids), 1))
     stats: dict[str, float] = {}
     policy.model.train()
     for _ in range(config.inner_epochs):
@@ -149,11 +167,18 @@ def update(
                 prompts[part], samples.completion_ids[part], grad=True, return_entropy=True
             )
             loss, part_stats = grpo_loss(
-                new, samples.logprobs[part], reference[part], flat_advantages[part], config.clip_epsilon, config.kl_beta
+                new,
+                samples.logprobs[part],
+                reference[part],
+                flat_advantages[part],
+                config.clip_epsilon,
+                config.kl_beta,
+                batch_tokens if by_token else None,
             )
             weight = len(new) / total
-            (loss * weight).backward()
-            sums["loss"] += loss.item() * weight
+            contribution = loss if by_token else loss * weight  # a token-normalised loss is already a share
+            contribution.backward()
+            sums["loss"] += contribution.item()
             sums["kl"] += part_stats["kl"] * weight
             sums["clip_fraction"] += part_stats["clip_fraction"] * weight
             sums["entropy"] += torch.cat(entropies).mean().item() * weight if entropies else 0.0

@@ -87,16 +87,33 @@ def test_groups_are_scored_against_their_own_query() -> None:
         grpo.score_groups(env, [{"query_id": qid} for qid in query_ids], texts[:7], group_size=4)
 
 
-def test_a_grpo_update_changes_only_lora_and_lowers_the_surrogate_loss(tiny_policy) -> None:
+def test_token_aggregation_weighs_every_token_alike_and_sequence_aggregation_does_not() -> None:
+    short = torch.zeros(2, requires_grad=True)  # log-probabilities of a 2-token completion
+    long = torch.zeros(6, requires_grad=True)
+    old = [torch.zeros(2), torch.zeros(6)]
+    loss, _ = grpo.grpo_loss([short, long], old, old, [1.0, 1.0], 0.2, 0.0, token_normalizer=8.0)
+    loss.backward()
+    assert torch.allclose(torch.cat([short.grad, long.grad]), torch.full((8,), -1 / 8))
+    short.grad, long.grad = None, None
+    loss, _ = grpo.grpo_loss([short, long], old, old, [1.0, 1.0], 0.2, 0.0)
+    loss.backward()
+    assert short.grad[0] == 3 * long.grad[0], "the published average favours the short completion's tokens"
+    with pytest.raises(ValueError, match="loss_aggregation"):
+        grpo.GRPOConfig(loss_aggregation="mean")
+
+
+@pytest.mark.parametrize("aggregation", ["sequence", "token"])
+def test_a_grpo_update_changes_only_lora_and_lowers_the_surrogate_loss(tiny_policy, aggregation: str) -> None:
     policy = tiny_policy()
-    config = grpo.GRPOConfig(learning_rate=5e-3, kl_beta=0.0, group_size=4, micro_batch=4)
+    config = grpo.GRPOConfig(learning_rate=5e-3, kl_beta=0.0, group_size=4, micro_batch=4, loss_aggregation=aggregation)
     samples = policy.sample(OBSERVATIONS, n=4)
+    tokens = sum(len(ids) for ids in samples.completion_ids) if aggregation == "token" else None
     advantages = grpo.group_advantages(np.array([[1.0, -1.0, 0.5, -0.5], [0.2, -0.2, 1.0, -1.0]]))
     prompts = [p for p in samples.prompt_ids for _ in range(4)]
 
     def surrogate_loss() -> float:
         new = policy.completion_logprobs(prompts, samples.completion_ids, grad=False)
-        loss, _ = grpo.grpo_loss(new, samples.logprobs, new, advantages.reshape(-1).tolist(), 0.2, 0.0)
+        loss, _ = grpo.grpo_loss(new, samples.logprobs, new, advantages.reshape(-1).tolist(), 0.2, 0.0, tokens)
         return float(loss)
 
     lora_before, base_before = lora_and_base(policy)
