@@ -154,8 +154,9 @@ def update(
     flat_advantages = advantages.reshape(-1).tolist()
     reference = policy.completion_logprobs(prompts, samples.completion_ids, grad=False, reference=True)
     total = len(prompts)
-    by_token = config.loss_aggregation == "token"
-    batch_tokens = float(max(sum(len(ids) for ids in samples.completion_ids), 1))
+    token_normalizer = (
+        float(max(sum(len(ids) for ids in samples.completion_ids), 1)) if config.loss_aggregation == "token" else None
+    )
     stats: dict[str, float] = {}
     policy.model.train()
     for _ in range(config.inner_epochs):
@@ -173,10 +174,10 @@ def update(
                 flat_advantages[part],
                 config.clip_epsilon,
                 config.kl_beta,
-                batch_tokens if by_token else None,
+                token_normalizer,
             )
             weight = len(new) / total
-            contribution = loss if by_token else loss * weight  # a token-normalised loss is already a share
+            contribution = loss if token_normalizer else loss * weight  # a token-normalised loss is already a share
             contribution.backward()
             sums["loss"] += contribution.item()
             sums["kl"] += part_stats["kl"] * weight
