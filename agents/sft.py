@@ -201,6 +201,7 @@ def run(
 ) -> dict[str, Any]:
     """The whole warm-up: examples, format-valid rate before, training, rate after, a saved agent."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     env = LeserEnv(catalog=catalog, data_dir=data_dir, split="train")
     resuming = resume and has_checkpoint(out)
     policy = LLMPolicy.load(out / "policy") if resuming else LLMPolicy(policy_config or PolicyConfig())
@@ -212,7 +213,9 @@ def run(
     report_file = out / "sft_report.json"
     report = json.loads(report_file.read_text()) if resuming and report_file.is_file() else {}
     if "format_valid_before" not in report:
-        report["format_valid_before"] = format_valid_rate(policy, held_out)
+        with policy.model.disable_adapter():  # the untouched model, also when resuming a trained adapter
+            report["format_valid_before"] = format_valid_rate(policy, held_out)
+        write_json_atomically(report_file, report)  # a killed warm-up keeps it: resuming does not measure again
     result = train(policy, examples, config, out, resume=resuming, progress=progress)
     report.update(
         {

@@ -84,32 +84,46 @@ def smollm_tokenizer():
     return AutoTokenizer.from_pretrained(default_model_path())
 
 
-@pytest.fixture
-def tiny_policy(smollm_tokenizer):
-    """A factory of LLM policies over a tiny randomly initialised Llama: real code paths, seconds to run."""
+def tiny_model(vocab_size: int, seed: int = 0):
+    """A tiny randomly initialised Llama over the default model's vocabulary."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+        )
+    )
+
+
+@pytest.fixture
+def tiny_policy(smollm_tokenizer):
+    """A factory of LLM policies over a tiny randomly initialised Llama: real code paths, seconds to run."""
     from agents.policy import LLMPolicy, PolicyConfig
 
     def build(seed: int = 0, base_only: bool = False, **config):
         """A policy over a fresh tiny model; ``base_only`` returns just the model (to load adapters onto)."""
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(
-            LlamaConfig(
-                vocab_size=len(smollm_tokenizer),
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=2048,
-                tie_word_embeddings=True,
-            )
-        )
+        model = tiny_model(len(smollm_tokenizer), seed)
         if base_only:
             return model
         settings = {"max_new_tokens": 12, "max_prompt_tokens": 384, "lora_rank": 4, "lora_alpha": 8, **config}
         return LLMPolicy(PolicyConfig(model="tiny-test-model", **settings), model=model, tokenizer=smollm_tokenizer)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smollm_tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model saved in Hugging Face format: what ``PolicyConfig(model=PATH)`` loads, as a user's model."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    tiny_model(len(smollm_tokenizer)).save_pretrained(path)
+    smollm_tokenizer.save_pretrained(path)
+    return path

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import agents
 from agents import grpo, ppo, sft
-from agents.policy import LLMPolicy
+from agents.policy import LLMPolicy, PolicyConfig
 from catalogs import Split
 from leser_env.actions import parse_action
 from leser_env.env import LeserEnv
@@ -267,6 +267,35 @@ def test_sft_resumes_from_its_checkpoint(tiny_policy, tmp_path: Path) -> None:
         progress=False,
     )
     assert [record["step"] for record in resumed["log"]] == [1, 2]
+
+
+def test_a_killed_warm_up_resumes_without_measuring_the_untouched_model_again(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured = []
+    real_rate, real_train = sft.format_valid_rate, sft.train
+
+    def counting_rate(policy, observations, batch_size=8):
+        measured.append(len(observations))
+        return real_rate(policy, observations, batch_size)
+
+    def killed_after_training(*args, **kwargs):
+        real_train(*args, **kwargs)
+        raise KeyboardInterrupt  # the checkpoint is written, the final report is not
+
+    monkeypatch.setattr(sft, "format_valid_rate", counting_rate)
+    monkeypatch.setattr(sft, "train", killed_after_training)
+    config = sft.SFTConfig(examples=4, batch_size=4)
+    policy_config = PolicyConfig(model=str(tiny_model_dir), max_new_tokens=6, max_prompt_tokens=256, lora_rank=4)
+    with pytest.raises(KeyboardInterrupt):
+        sft.run("synthetic", tmp_path, config, policy_config, validation_queries=2, progress=False)
+    before = json.loads((tmp_path / "sft_report.json").read_text())["format_valid_before"]
+    assert measured == [2]
+
+    monkeypatch.setattr(sft, "train", real_train)
+    report = sft.run("synthetic", tmp_path, config, policy_config, resume=True, validation_queries=2, progress=False)
+    assert measured == [2, 2]  # only the rate after warm-up: the untouched model's was kept
+    assert report["format_valid_before"] == before and report["steps"] == 1
 
 
 def test_a_new_stage_keeps_the_warmed_up_policy_as_its_kl_reference(tiny_policy, tmp_path: Path) -> None:
