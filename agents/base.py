@@ -44,6 +44,11 @@ class Agent(ABC):
         self.seed = seed
         self.config: dict[str, Any] = {"catalog": self.catalog, "data_dir": self.data_dir, "seed": seed, **config}
 
+    @property
+    def label(self) -> str:
+        """How tables and plots name this agent: its registry name unless a setting changes what it does."""
+        return self.name
+
     @abstractmethod
     def act(self, observations: Sequence[Mapping[str, str]]) -> list[str]:
         """One raw action text per observation."""

@@ -308,16 +308,25 @@ LimitOption = Annotated[int | None, typer.Option("--limit", help="Only the first
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="Write metrics.json, episodes.jsonl, results.md, metrics.png.")
 ]
+EngineCheckOption = Annotated[
+    bool,
+    typer.Option("--engine-check", help="LLM agents: drop the expansions the engine matches nothing for."),
+]
 
 
-def build_agent(name: str, checkpoint: Path | None, catalog: str, data_dir: Path | None, seed: int):
+def build_agent(
+    name: str, checkpoint: Path | None, catalog: str, data_dir: Path | None, seed: int, engine_check: bool = False
+):
     """An agent by registry name, or restored from a checkpoint directory."""
     import agents
 
-    options = {"catalog": catalog, "data_dir": str(data_dir) if data_dir else None}
-    if checkpoint is not None:
-        return agents.load(checkpoint, **options)
-    return agents.make(name, seed=seed, **options)
+    options: dict[str, Any] = {"catalog": catalog, "data_dir": str(data_dir) if data_dir else None}
+    if engine_check:
+        options["engine_check"] = True
+    built = agents.load(checkpoint, **options) if checkpoint is not None else agents.make(name, seed=seed, **options)
+    if engine_check and not hasattr(built, "engine_check"):
+        raise ValueError(f"--engine-check is for LLM agents (sft, grpo, ppo), not {built.name!r}")
+    return built
 
 
 def print_summaries(summaries: dict, out: Path | None) -> None:
@@ -347,16 +356,17 @@ def evaluate_command(
     seed: int = 0,
     out: OutOption = None,
     as_json: JsonOption = False,
+    engine_check: EngineCheckOption = False,
 ) -> None:
     """Run one agent over every query of a split and report the metrics."""
     from agents.evaluate import evaluate
 
-    built = build_agent(agent, checkpoint, catalog, data_dir, seed)
+    built = build_agent(agent, checkpoint, catalog, data_dir, seed, engine_check)
     summary = evaluate(built, catalog, split, str(data_dir) if data_dir else None, limit, out, progress=not as_json)
     if as_json:
         emit_json(summary)
     else:
-        print_summaries({built.name: summary}, out)
+        print_summaries({built.label: summary}, out)
 
 
 @app.command("compare")
@@ -396,12 +406,17 @@ def train_command(
     init: Annotated[Path | None, typer.Option("--init", help="Start from this run's policy (e.g. an SFT run).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped run in --out.")] = False,
     seed: int = 0,
+    engine_check: Annotated[
+        bool, typer.Option("--engine-check", help="grpo, ppo: score and act without expansions that match nothing.")
+    ] = False,
 ) -> None:
     """Train an LLM agent; `leser evaluate --checkpoint OUT` evaluates the result."""
     from agents.policy import LLMPolicy, PolicyConfig
 
     data = str(data_dir) if data_dir else None
     policy_config = PolicyConfig(model=model) if model else PolicyConfig()
+    if engine_check and agent not in ("grpo", "ppo"):
+        raise ValueError("--engine-check trains grpo and ppo (the warm-up imitates fixed targets)")
     if agent == "sft":
         from agents import sft
 
@@ -422,7 +437,7 @@ def train_command(
 
         algorithm = importlib.import_module(f"agents.{agent}")
         config_class = algorithm.GRPOConfig if agent == "grpo" else algorithm.PPOConfig
-        config = config_class(seed=seed, **({"steps": steps} if steps else {}))
+        config = config_class(seed=seed, engine_check=engine_check, **({"steps": steps} if steps else {}))
         if resume and has_checkpoint(out):
             policy = LLMPolicy.load(out / "policy")
         elif init is not None:
@@ -432,7 +447,7 @@ def train_command(
         env = LeserEnv(catalog=catalog, data_dir=data, split="train")
         result = algorithm.train(policy, env, config, out, resume=resume)
         agents_by_name = {"grpo": "GRPOAgent", "ppo": "PPOAgent"}
-        getattr(algorithm, agents_by_name[agent]).describe(Path(out), catalog, data)
+        getattr(algorithm, agents_by_name[agent]).describe(Path(out), catalog, data, engine_check)
         last = result["log"][-1] if result["log"] else {}
         console.print(
             f"{agent.upper()} on {catalog}: {result['steps']} steps; last reward "

@@ -53,7 +53,7 @@ def run_agent(
     query_ids = env.query_ids[:limit] if limit else env.query_ids
     records: list[dict[str, Any]] = []
     with _progress(progress) as bar:
-        task = bar.add_task(f"{agent.name} on {env.catalog.name} ({split})", total=len(query_ids))
+        task = bar.add_task(f"{agent.label} on {env.catalog.name} ({split})", total=len(query_ids))
         for start in range(0, len(query_ids), batch_size):
             batch = query_ids[start : start + batch_size]
             observations = [env.reset(options={"query_id": query_id})[0] for query_id in batch]
@@ -127,7 +127,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run one agent; with ``out``, write metrics.json, episodes.jsonl, results.md and metrics.png."""
-    return compare([agent], catalog, split, data_dir, limit, out, progress)[agent.name]
+    return compare([agent], catalog, split, data_dir, limit, out, progress)[agent.label]
 
 
 def compare(
@@ -140,19 +140,19 @@ def compare(
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Run several agents on the same queries; with ``out``, one table, one chart and every episode."""
-    names = [agent.name for agent in agents]
+    names = [agent.label for agent in agents]
     if len(set(names)) != len(names):
         raise ValueError(f"agents to compare must have distinct names, got {names}")
     summaries: dict[str, dict[str, Any]] = {}
     episodes: dict[str, list[dict[str, Any]]] = {}
     for agent in agents:
-        episodes[agent.name] = run_agent(agent, catalog, split, data_dir, limit, progress=progress)
-        summaries[agent.name] = {
-            "agent": agent.name,
+        episodes[agent.label] = run_agent(agent, catalog, split, data_dir, limit, progress=progress)
+        summaries[agent.label] = {
+            "agent": agent.label,
             "agent_config": agent.config,
             "catalog": catalog,
             "split": split,
-            **summarize(episodes[agent.name]),
+            **summarize(episodes[agent.label]),
         }
     if out is not None:
         write_report(Path(out), summaries, episodes)

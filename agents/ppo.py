@@ -28,7 +28,7 @@ import torch
 from rich.progress import Progress
 
 from agents.base import register
-from agents.policy import LLMAgent, LLMPolicy, Samples
+from agents.policy import LLMAgent, LLMPolicy, Samples, drop_unmatched_expansions
 from agents.training import (
     RunLog,
     episode_stats,
@@ -57,6 +57,7 @@ class PPOConfig:
     inner_epochs: int = 2
     micro_batch: int = 4
     max_grad_norm: float = 1.0
+    engine_check: bool = False  # score each completion after dropping its expansions that match nothing
     checkpoint_every: int = 5
     seed: int = 0
 
@@ -128,7 +129,9 @@ def collect(
     samples = policy.sample(observations, n=1, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
     rewards, infos = [], []
     for query_id, text in zip(query_ids, samples.texts, strict=True):
-        env.reset(options={"query_id": query_id})
+        observation, _ = env.reset(options={"query_id": query_id})
+        if config.engine_check:
+            text = drop_unmatched_expansions(text, observation["query"], env.engine, env.config)
         _, reward, _, _, info = env.step(text)
         rewards.append(reward)
         infos.append(info)

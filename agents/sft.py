@@ -47,6 +47,7 @@ from catalogs import Split
 from leser_env.actions import encode_action, parse_action
 from leser_env.env import LeserEnv
 
+REPORT_FILE = "sft_report.json"
 WORD = re.compile(r"[a-z][a-z0-9\-']*")
 
 
@@ -189,6 +190,20 @@ def train(
     return {"steps": len(steps), "final_loss": log.records[-1]["loss"] if log.records else None, "log": log.records}
 
 
+def read_report(out: str | Path) -> dict[str, Any]:
+    """A run's sft_report.json; empty when missing or unreadable (it is then measured again)."""
+    try:
+        report = json.loads((Path(out) / REPORT_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def finished(out: str | Path) -> bool:
+    """Whether a warm-up run completed: its report holds the rate after training, not just the one before."""
+    return "format_valid_after" in read_report(out)
+
+
 def run(
     catalog: str,
     out: str | Path,
@@ -210,8 +225,8 @@ def run(
     held_out = [
         validation_env.reset(options={"query_id": qid})[0] for qid in validation_env.query_ids[:validation_queries]
     ]
-    report_file = out / "sft_report.json"
-    report = json.loads(report_file.read_text()) if resuming and report_file.is_file() else {}
+    report_file = out / REPORT_FILE
+    report = read_report(out) if resuming else {}
     if "format_valid_before" not in report:
         with policy.model.disable_adapter():  # the untouched model, also when resuming a trained adapter
             report["format_valid_before"] = format_valid_rate(policy, held_out)

@@ -1,6 +1,7 @@
 """Warm up the default model on the action format, then train it with GRPO, then compare it.
 
     python examples/train_grpo.py [--catalog synthetic] [--sft-steps 100] [--grpo-steps 40] [--limit 100]
+                                  [--engine-check]
 
 On a 2-core CPU a warm-up step takes about 8 s and a GRPO step about 40 s (16 completions); the
 defaults take about an hour, `make run`'s settings about 20 minutes. Every stage shows progress,
@@ -29,11 +30,16 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=40)
     parser.add_argument("--limit", type=int, default=100, help="test queries in the final comparison")
     parser.add_argument("--validation", type=int, default=40, help="validation queries for the format-valid rate")
+    parser.add_argument(
+        "--engine-check",
+        action="store_true",
+        help="GRPO scores, and both LLM agents send, actions without the expansions that match nothing",
+    )
     args = parser.parse_args()
 
     sft_dir, grpo_dir = args.out / "sft", args.out / "grpo"
     sft_config = sft.SFTConfig(examples=args.sft_steps * sft.SFTConfig().batch_size)
-    if not (sft_dir / "sft_report.json").is_file():
+    if not sft.finished(sft_dir):
         print(f"1/3 warm-up: {args.sft_steps} steps, format-valid rate measured before and after")
         report = sft.run(args.catalog, sft_dir, sft_config, resume=True, validation_queries=args.validation)
         print(f"warm-up: format-valid {report['format_valid_before']:.0%} -> {report['format_valid_after']:.0%}")
@@ -42,15 +48,16 @@ def main() -> None:
     resume = has_checkpoint(grpo_dir)
     policy = LLMPolicy.load(grpo_dir / "policy") if resume else LLMPolicy.continue_from(sft_dir / "policy")
     env = LeserEnv(catalog=args.catalog, split="train")
-    grpo.train(policy, env, grpo.GRPOConfig(steps=args.grpo_steps), grpo_dir, resume=resume)
-    grpo.GRPOAgent.describe(grpo_dir, args.catalog, None)
+    config = grpo.GRPOConfig(steps=args.grpo_steps, engine_check=args.engine_check)
+    grpo.train(policy, env, config, grpo_dir, resume=resume)
+    grpo.GRPOAgent.describe(grpo_dir, args.catalog, None, engine_check=args.engine_check)
 
     print(f"3/3 comparison on {args.limit} held-out test queries")
     contenders = [
         agents.make("none", catalog=args.catalog),
         agents.make("prf", catalog=args.catalog),
-        agents.load(sft_dir, catalog=args.catalog),
-        agents.load(grpo_dir, catalog=args.catalog),
+        agents.load(sft_dir, catalog=args.catalog, engine_check=args.engine_check),
+        agents.load(grpo_dir, catalog=args.catalog, engine_check=args.engine_check),
     ]
     summaries = compare(contenders, args.catalog, "test", limit=args.limit, out=args.out / "comparison")
     print(markdown_table(summaries))

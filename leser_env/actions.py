@@ -123,6 +123,14 @@ def parse_action(text: object, limits: ActionLimits = ActionLimits()) -> ParsedA
     return validate_expansions(decoded, limits)
 
 
+def replace_answer(text: str, expansions: Sequence[str]) -> str:
+    """A valid action text with its answer list replaced and everything around it (the think block) kept."""
+    body = encode_action(expansions)
+    answer = body[body.index("<answer>") :]
+    match = _ANSWER_BLOCK.search(text)
+    return body if match is None else text[: match.start()] + answer + text[match.end() :]
+
+
 def encode_action(expansions: Sequence[str], think: str = "") -> str:
     """The action text for an expansion list (what a programmatic agent sends).
 

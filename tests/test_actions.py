@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leser_env.actions import ActionLimits, FormatError, encode_action, parse_action, validate_expansions
+from leser_env.actions import (
+    ActionLimits,
+    FormatError,
+    encode_action,
+    parse_action,
+    replace_answer,
+    validate_expansions,
+)
 
 VALID = [
     (
@@ -83,6 +90,14 @@ def test_encoder_and_parser_round_trip(expansions: list[str]) -> None:
     parsed = parse_action(encode_action(expansions, think="because"))
     direct = validate_expansions(expansions)
     assert parsed == direct
+
+
+@given(st.lists(st.text(min_size=1, max_size=40).filter(lambda s: s.strip()), min_size=1, max_size=5))
+def test_replacing_the_answer_keeps_the_think_block(expansions: list[str]) -> None:
+    original = '<think>my reasons</think>\n<answer>["a", "b"]</answer>'
+    replaced = replace_answer(original, expansions)
+    assert replaced.startswith("<think>my reasons</think>\n")
+    assert parse_action(replaced) == validate_expansions(expansions)
 
 
 @given(st.text(max_size=500))

@@ -66,6 +66,8 @@ def test_search_with_query_syntax_does_not_fail(catalog_dir: Path) -> None:
         (("catalog", "info", "--catalog", "/no/such/dir"), "unknown catalog"),
         (("search", "sofa", "--catalog", "synthetic", "--mode", "xor"), "mode must be 'and' or 'or'"),
         (("catalog", "download", "homedepot"), "Kaggle"),
+        (("evaluate", "--agent", "prf", "--engine-check", "--limit", "1"), "--engine-check is for LLM agents"),
+        (("train", "--agent", "sft", "--out", "/tmp/never", "--engine-check"), "--engine-check trains grpo and ppo"),
     ],
 )
 def test_user_errors_are_one_clear_line(args: tuple[str, ...], message: str) -> None:

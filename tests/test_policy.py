@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 import agents
 from agents import grpo, ppo, sft
-from agents.policy import LLMPolicy, PolicyConfig
+from agents.policy import LLMPolicy, PolicyConfig, drop_unmatched_expansions
 from catalogs import Split
-from leser_env.actions import parse_action
+from leser_env.actions import encode_action, parse_action
 from leser_env.env import LeserEnv
 
 OBSERVATIONS = [
@@ -269,6 +269,63 @@ def test_sft_resumes_from_its_checkpoint(tiny_policy, tmp_path: Path) -> None:
     assert [record["step"] for record in resumed["log"]] == [1, 2]
 
 
+def test_the_engine_check_drops_only_expansions_that_match_nothing() -> None:
+    env = LeserEnv(catalog="synthetic", split="train")
+    observation, _ = env.reset(options={"query_id": env.query_ids[0]})
+    query, matching = observation["query"], "chair"
+    assert env.engine.search(matching, 100).ids and not env.engine.search("zzqx qqzz", 100).ids
+
+    def check(text: str) -> str:
+        return drop_unmatched_expansions(text, query, env.engine, env.config)
+
+    checked = check(encode_action(["zzqx qqzz", matching], think="my reasons"))
+    assert parse_action(checked).expansions == (matching,) and checked.startswith("<think>my reasons</think>")
+    assert parse_action(check(encode_action(["zzqx qqzz"]))).expansions == (query,)  # nothing left: the query
+    untouched = encode_action([matching, "sofa"], think="mine")
+    assert check(untouched) == untouched
+    assert check("no answer block") == "no answer block"  # invalid stays invalid: the penalty is the policy's
+    for odd in ['"quoted" AND (x OR', "title:chair^2", "🪑 ~ * ?", "a" * 100]:
+        assert parse_action(check(encode_action([odd, matching]))).valid
+
+
+def test_grpo_with_the_engine_check_scores_what_the_agent_would_send() -> None:
+    env = LeserEnv(catalog="synthetic", split="train")
+    query = {"query_id": env.query_ids[0]}
+    with_dud, without = encode_action(["chair", "zzqx qqzz"]), encode_action(["chair"])
+    raw, _ = grpo.score_groups(env, [query], [with_dud, without], group_size=2)
+    checked, infos = grpo.score_groups(env, [query], [with_dud, without], group_size=2, engine_check=True)
+    assert raw[0, 0] < raw[0, 1]  # unchecked, the dud counts as relevance 0 in the mean
+    assert checked[0, 0] == checked[0, 1] == raw[0, 1] and infos[0]["expansions"] == ["chair"]
+
+
+def test_ppo_with_the_engine_check_scores_what_the_agent_would_send(tiny_policy) -> None:
+    policy = tiny_policy()
+    sample = policy.sample
+
+    def with_a_dud(observations, **options):  # the tiny model writes no valid action of its own
+        samples = sample(observations, **options)
+        samples.texts = [encode_action(["chair", "zzqx qqzz"])] * len(samples.texts)
+        return samples
+
+    policy.sample = with_a_dud
+    value_head = ppo.ValueHead(policy.model.config.hidden_size)
+    config = ppo.PPOConfig(queries_per_step=2, max_new_tokens=4, engine_check=True)
+    _, _, infos, _ = ppo.collect(policy, value_head, LeserEnv(catalog="synthetic"), config)
+    assert [info["expansions"] for info in infos] == [["chair"], ["chair"]]
+
+
+def test_an_engine_checked_run_is_evaluated_with_the_check(tiny_model_dir: Path, tmp_path: Path) -> None:
+    policy = LLMPolicy(PolicyConfig(model=str(tiny_model_dir), max_new_tokens=4, lora_rank=4))
+    policy.save(tmp_path / "policy")
+    grpo.GRPOAgent.describe(tmp_path, "synthetic", None, engine_check=True)
+    agent = agents.load(tmp_path)
+    assert agent.engine_check and json.loads((tmp_path / "agent.json").read_text())["config"]["engine_check"]
+    assert agent.label == "grpo+check"  # tables tell it from the unchecked policy
+    agent.policy.act = lambda observations: [encode_action(["chair", "zzqx qqzz"])] * len(observations)
+    assert parse_action(agent.act(OBSERVATIONS)[0]).expansions == ("chair",)
+    assert agents.load(tmp_path, engine_check=False).label == "grpo"
+
+
 def test_a_killed_warm_up_resumes_without_measuring_the_untouched_model_again(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,12 +347,12 @@ def test_a_killed_warm_up_resumes_without_measuring_the_untouched_model_again(
     with pytest.raises(KeyboardInterrupt):
         sft.run("synthetic", tmp_path, config, policy_config, validation_queries=2, progress=False)
     before = json.loads((tmp_path / "sft_report.json").read_text())["format_valid_before"]
-    assert measured == [2]
+    assert measured == [2] and not sft.finished(tmp_path)
 
     monkeypatch.setattr(sft, "train", real_train)
     report = sft.run("synthetic", tmp_path, config, policy_config, resume=True, validation_queries=2, progress=False)
     assert measured == [2, 2]  # only the rate after warm-up: the untouched model's was kept
-    assert report["format_valid_before"] == before and report["steps"] == 1
+    assert report["format_valid_before"] == before and report["steps"] == 1 and sft.finished(tmp_path)
 
 
 def test_a_new_stage_keeps_the_warmed_up_policy_as_its_kl_reference(tiny_policy, tmp_path: Path) -> None:
