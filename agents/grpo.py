@@ -165,6 +165,7 @@ def update(
     flat_advantages = advantages.reshape(-1).tolist()
     reference = policy.completion_logprobs(prompts, samples.completion_ids, grad=False, reference=True)
     total = len(prompts)
+    scored = max(sum(1 for ids in samples.completion_ids if ids), 1)  # an empty completion has no token to learn on
     token_normalizer = (
         float(max(sum(len(ids) for ids in samples.completion_ids), 1)) if config.loss_aggregation == "token" else None
     )
@@ -187,7 +188,7 @@ def update(
                 config.kl_beta,
                 token_normalizer,
             )
-            weight = len(new) / total
+            weight = sum(1 for logprobs in new if logprobs.numel()) / scored
             contribution = loss if token_normalizer else loss * weight  # a token-normalised loss is already a share
             contribution.backward()
             sums["loss"] += contribution.item()

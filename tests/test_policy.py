@@ -127,6 +127,20 @@ def test_a_grpo_update_changes_only_lora_and_lowers_the_surrogate_loss(tiny_poli
     assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
 
 
+def test_micro_batches_do_not_change_the_grpo_loss_even_with_an_empty_completion(tiny_policy) -> None:
+    policy = tiny_policy()
+    samples = policy.sample(OBSERVATIONS, n=4)
+    samples.completion_ids[1], samples.logprobs[1] = [], torch.zeros(0)  # stopped at once: nothing to learn on
+    advantages = grpo.group_advantages(np.array([[1.0, -1.0, 0.5, -0.5], [0.2, -0.2, 1.0, -1.0]]))
+    optimizer = torch.optim.SGD(list(policy.trainable_parameters()), lr=0.0)  # measure, do not move
+    losses = [
+        grpo.update(policy, optimizer, samples, advantages, grpo.GRPOConfig(micro_batch=size))["loss"]
+        for size in (8, 2, 1)
+    ]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-7)
+    assert losses[2] == pytest.approx(losses[0], rel=1e-5, abs=1e-7)
+
+
 def with_trained_adapter(policy: LLMPolicy) -> LLMPolicy:
     """A fresh adapter is a no-op (LoRA B starts at zero); random B weights make it change the outputs."""
     with torch.no_grad():
