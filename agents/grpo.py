@@ -188,7 +188,7 @@ def update(
                 config.kl_beta,
                 token_normalizer,
             )
-            weight = sum(1 for logprobs in new if logprobs.numel()) / scored
+            weight = sum(1 for ids in samples.completion_ids[part] if ids) / scored
             contribution = loss if token_normalizer else loss * weight  # a token-normalised loss is already a share
             contribution.backward()
             sums["loss"] += contribution.item()
