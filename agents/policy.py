@@ -136,15 +136,16 @@ def lora_targets(model: torch.nn.Module, targets: Sequence[str] | str) -> list[s
     """
     if isinstance(targets, str):
         return targets
-    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    if any(target in names for target in targets):
+    modules = {name.rsplit(".", 1)[-1]: module for name, module in model.named_modules()}
+    if any(target in modules for target in targets):
         return list(targets)
     if list(targets) == list(ATTENTION_PROJECTIONS):
         architecture = getattr(model.config, "model_type", None)
         return TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(architecture) or "all-linear"
+    weighted = sorted(name for name, module in modules.items() if getattr(module, "weight", None) is not None)
     raise ValueError(
-        f"LoRA target modules {list(targets)} are not in this model; its linear layers are named "
-        f"{sorted(names)} (or use target_modules='all-linear')"
+        f"LoRA target modules {list(targets)} are not in this model; its layers with weights are named "
+        f"{weighted} (or use target_modules='all-linear')"
     )
 
 

@@ -94,6 +94,12 @@ def test_lora_targets_fit_the_architecture_or_name_its_layers(smollm_tokenizer) 
     settings = {"max_new_tokens": 8, "lora_rank": 4, "lora_alpha": 8}
     gpt2 = LLMPolicy(PolicyConfig(**settings), model=tiny_architecture("gpt2", vocabulary), tokenizer=smollm_tokenizer)
     assert gpt2.model.peft_config["default"].target_modules == {"c_attn"}  # GPT-2 has no q_proj
+    chosen = LLMPolicy(
+        PolicyConfig(target_modules=["c_attn", "c_fc"], **settings),
+        model=tiny_architecture("gpt2", vocabulary),
+        tokenizer=smollm_tokenizer,
+    )
+    assert chosen.model.peft_config["default"].target_modules == {"c_attn", "c_fc"}  # GPT-2's layers are Conv1D
     every_linear = LLMPolicy(
         PolicyConfig(target_modules="all-linear", **settings),
         model=tiny_architecture("llama", vocabulary),
@@ -103,7 +109,7 @@ def test_lora_targets_fit_the_architecture_or_name_its_layers(smollm_tokenizer) 
         name.rsplit(".", 1)[-1] for name, module in every_linear.model.named_modules() if hasattr(module, "lora_A")
     }
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    with pytest.raises(ValueError, match=r"not in this model; its linear layers are named \[.*'q_proj'"):
+    with pytest.raises(ValueError, match=r"not in this model; its layers with weights are named \[.*'q_proj'"):
         LLMPolicy(
             PolicyConfig(target_modules=["query_key_value"], **settings),
             model=tiny_architecture("llama", vocabulary),
