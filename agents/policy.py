@@ -132,7 +132,7 @@ def lora_targets(model: torch.nn.Module, targets: Sequence[str] | str) -> list[s
     The default (the attention projections) falls back, on a model that names them otherwise, to
     peft's choice for its architecture (GPT-2: ``c_attn``) or else to all linear layers, so any
     causal LM works by name; names a user chose that the model lacks are an error naming the
-    linear layers it has.
+    layers with weights it has (Linear and GPT-2's Conv1D alike).
     """
     if isinstance(targets, str):
         return targets
