@@ -39,6 +39,9 @@ DataDirOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ModeOption = Annotated[str, typer.Option("--mode", help="Matching: 'and' (conjunctive) or 'or'.")]
+RewardOption = Annotated[
+    str, typer.Option("--reward", help="Reward preset: default (v2: judged page and coverage) or paper.")
+]
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -239,6 +242,7 @@ def score(
     catalog: CatalogOption = "synthetic",
     data_dir: DataDirOption = None,
     mode: ModeOption = "and",
+    reward_preset: RewardOption = "default",
     as_json: JsonOption = False,
 ) -> None:
     """Score expansions read as JSON lines on stdin: {"query": ..., "action": "<raw text>"} or
@@ -247,9 +251,9 @@ def score(
     from leser_env.resources import reward_for
     from leser_env.reward import RewardConfig
 
-    reward = reward_for(catalog, data_dir, RewardConfig(mode=mode))
-    table = Table(title=f"rewards on {reward.engine.catalog.name}")
-    for column in ("line", "query", "expansions", "reward", "r_rel", "r_size", "|R(q)|", "|U(Y)|", "error"):
+    reward = reward_for(catalog, data_dir, RewardConfig.preset(reward_preset, mode=mode))
+    table = Table(title=f"rewards on {reward.engine.catalog.name} ({reward_preset})")
+    for column in ("line", "query", "expansions", "reward", "r_rel", "r_page", "r_size", "|R(q)|", "|U(Y)|", "error"):
         table.add_column(column, justify="right" if column not in ("query", "expansions", "error") else "left")
     failures = 0
     for number, line in enumerate(sys.stdin, start=1):
@@ -266,7 +270,7 @@ def score(
             sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
             sys.stdout.flush()
         elif problem:
-            table.add_row(str(number), "", "", "", "", "", "", "", problem)
+            table.add_row(str(number), "", "", "", "", "", "", "", "", problem)
         else:
             table.add_row(
                 str(number),
@@ -274,6 +278,7 @@ def score(
                 "; ".join(result["expansions"]),
                 f"{result['reward']:.4f}",
                 f"{result['r_rel']:.4f}",
+                f"{result['r_page']:.4f}",
                 f"{result['r_size']:.4f}",
                 str(result["query_result_count"]),
                 str(result["union_size"]),
@@ -301,6 +306,36 @@ def _score_input(line: str) -> tuple[dict, str]:
     if "expansions" in record and "action" not in record and not isinstance(record["expansions"], list):
         return {}, "expected 'expansions' to be a list of strings"
     return record, ""
+
+
+reward_app = typer.Typer(help="The reward: audit its agreement with human labels.", no_args_is_help=True)
+app.add_typer(reward_app, name="reward")
+
+
+@reward_app.command("audit")
+@user_errors
+def reward_audit(
+    out: Annotated[Path, typer.Option("--out", help="Write audit.json, audit.md, audit.png, candidates.jsonl.")],
+    catalog: CatalogOption = "synthetic",
+    data_dir: DataDirOption = None,
+    rewards: Annotated[str, typer.Option("--reward", help="Comma-separated presets; the first is the reference.")] = (
+        "paper,default"
+    ),
+    split: Annotated[str, typer.Option("--split", help="train, validation or test (the oracle: test only).")] = "test",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N queries of the split.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Kendall tau between each reward and human-label gains over a pool of candidate expansions; junk probes."""
+    from agents.audit import print_audit, run_audit
+
+    names = [name.strip() for name in rewards.split(",") if name.strip()]
+    data = str(data_dir) if data_dir else None
+    report = run_audit(catalog, data, names, limit, out, split, progress=not as_json)
+    if as_json:
+        emit_json(report)
+        return
+    print_audit(report, console)
+    console.print(f"wrote {out}/audit.json, audit.md, audit.png, candidates.jsonl")
 
 
 SplitOption = Annotated[str, typer.Option("--split", help="train, validation or test.")]
@@ -340,6 +375,26 @@ def print_summaries(summaries: dict, out: Path | None) -> None:
     for key, (label, style) in METRICS.items():
         table.add_row(label, *("n/a" if s.get(key) is None else style.format(s[key]) for s in summaries.values()))
     console.print(table)
+    names = list(summaries)
+    if len(names) > 1:
+        from agents.evaluate import PAIRED
+
+        paired = Table(title="paired differences on the same queries (A - B), bootstrap 95% intervals")
+        paired.add_column("A - B")
+        for metric in PAIRED:
+            paired.add_column(METRICS[metric][0], justify="right")
+        for index, name in enumerate(names):
+            for other in names[index + 1 :]:
+                cells = []
+                for metric in PAIRED:
+                    entry = summaries[name]["paired"][other].get(metric)
+                    cells.append(
+                        "n/a"
+                        if entry is None
+                        else f"{entry['difference']:+.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}]"
+                    )
+                paired.add_row(f"{name} - {other}", *cells)
+        console.print(paired)
     if out is not None:
         console.print(f"wrote {out}/metrics.json, episodes.jsonl, results.md, metrics.png")
 
@@ -357,12 +412,14 @@ def evaluate_command(
     out: OutOption = None,
     as_json: JsonOption = False,
     engine_check: EngineCheckOption = False,
+    reward_preset: RewardOption = "default",
 ) -> None:
     """Run one agent over every query of a split and report the metrics."""
     from agents.evaluate import evaluate
 
     built = build_agent(agent, checkpoint, catalog, data_dir, seed, engine_check)
-    summary = evaluate(built, catalog, split, str(data_dir) if data_dir else None, limit, out, progress=not as_json)
+    data = str(data_dir) if data_dir else None
+    summary = evaluate(built, catalog, split, data, limit, out, progress=not as_json, reward=reward_preset)
     if as_json:
         emit_json(summary)
     else:
@@ -380,14 +437,22 @@ def compare_command(
     seed: int = 0,
     out: OutOption = None,
     as_json: JsonOption = False,
+    checkpoints: Annotated[
+        list[Path] | None, typer.Option("--checkpoint", help="A saved agent directory to add (repeatable).")
+    ] = None,
+    reward_preset: RewardOption = "default",
 ) -> None:
-    """Run several agents on the same queries: one table, one chart."""
+    """Run several agents on the same queries: one table, one chart, paired differences with 95% intervals."""
     from agents.evaluate import compare
 
     built = [
         build_agent(name.strip(), None, catalog, data_dir, seed) for name in agent_names.split(",") if name.strip()
     ]
-    summaries = compare(built, catalog, split, str(data_dir) if data_dir else None, limit, out, progress=not as_json)
+    built += [build_agent("", path, catalog, data_dir, seed) for path in checkpoints or []]
+    if not built:
+        raise ValueError("no agents to compare: pass --agents and/or --checkpoint")
+    data = str(data_dir) if data_dir else None
+    summaries = compare(built, catalog, split, data, limit, out, progress=not as_json, reward=reward_preset)
     if as_json:
         emit_json(summaries)
     else:
@@ -437,14 +502,14 @@ def train_command(
 
         algorithm = importlib.import_module(f"agents.{agent}")
         config_class = algorithm.GRPOConfig if agent == "grpo" else algorithm.PPOConfig
-        config = config_class(seed=seed, engine_check=engine_check, **({"steps": steps} if steps else {}))
+        config = config_class(seed=seed, **({"steps": steps} if steps else {}))
         if resume and has_checkpoint(out):
             policy = LLMPolicy.load(out / "policy")
         elif init is not None:
             policy = LLMPolicy.continue_from(init / "policy" if (init / "policy").is_dir() else init)
         else:
             policy = LLMPolicy(policy_config)
-        env = LeserEnv(catalog=catalog, data_dir=data, split="train")
+        env = LeserEnv(catalog=catalog, data_dir=data, split="train", engine_check=engine_check or None)
         result = algorithm.train(policy, env, config, out, resume=resume)
         agents_by_name = {"grpo": "GRPOAgent", "ppo": "PPOAgent"}
         getattr(algorithm, agents_by_name[agent]).describe(Path(out), catalog, data, engine_check)

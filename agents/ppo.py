@@ -28,7 +28,8 @@ import torch
 from rich.progress import Progress
 
 from agents.base import register
-from agents.policy import LLMAgent, LLMPolicy, Samples, drop_unmatched_expansions
+from agents.grpo import draw_queries
+from agents.policy import LLMAgent, LLMPolicy, Samples
 from agents.training import (
     RunLog,
     episode_stats,
@@ -57,7 +58,6 @@ class PPOConfig:
     inner_epochs: int = 2
     micro_batch: int = 4
     max_grad_norm: float = 1.0
-    engine_check: bool = False  # score each completion after dropping its expansions that match nothing
     checkpoint_every: int = 5
     seed: int = 0
 
@@ -121,20 +121,14 @@ def collect(
     policy: LLMPolicy, value_head: ValueHead, env: LeserEnv, config: PPOConfig
 ) -> tuple[Samples, np.ndarray, list[dict[str, Any]], dict[str, list[torch.Tensor]]]:
     """Sample, score, and compute per-token values, reference log-probs, advantages and returns."""
-    observations, query_ids = [], []
-    for _ in range(config.queries_per_step):
-        observation, info = env.reset()
-        observations.append(observation)
-        query_ids.append(info["query_id"])
+    query_ids = draw_queries(env, config.queries_per_step)
+    observations = [env.observe(query_id)[0] for query_id in query_ids]
     samples = policy.sample(observations, n=1, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
     rewards, infos = [], []
-    for query_id, text in zip(query_ids, samples.texts, strict=True):
-        observation, _ = env.reset(options={"query_id": query_id})
-        if config.engine_check:
-            text = drop_unmatched_expansions(text, observation["query"], env.engine, env.config)
-        _, reward, _, _, info = env.step(text)
-        rewards.append(reward)
-        infos.append(info)
+    for query_id, observation, text in zip(query_ids, observations, samples.texts, strict=True):
+        group_rewards, group_infos = env.score_group(observation["query"], [text], query_id)
+        rewards.append(float(group_rewards[0]))
+        infos.append(group_infos[0])
     outputs = policy.completion_outputs(samples.prompt_ids, samples.completion_ids, grad=False, hidden=True)
     reference = policy.completion_logprobs(samples.prompt_ids, samples.completion_ids, grad=False, reference=True)
     batch: dict[str, list[torch.Tensor]] = {"values": [], "advantages": [], "returns": [], "kl": []}

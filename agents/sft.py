@@ -6,8 +6,8 @@ How the targets are made, and why they do not leak:
   query, preferring products the query itself does not retrieve (the wording the catalog uses for
   what the shopper meant); and the pseudo-relevance-feedback baseline's expansions for the query
   (a feedback term with the query's own words, which keeps what the query already gets right).
-- A candidate is kept only if every word of it is in the observation (the query or the products
-  shown as context): the policy sees only the observation, so a target it cannot read off its
+- A candidate is kept only if every word of it is in the observation (the query, the products
+  shown as context, or the feedback evidence): the policy sees only the observation, so a target it cannot read off its
   input teaches it to guess. Measured on 150 train queries, grounded targets score a little less than
   ungrounded ones (+0.94 against +1.05) but the warmed-up policy learns them.
 - Candidates that start or end with a word the search engine ignores ("light with") are
@@ -46,6 +46,8 @@ from agents.training import RunLog, has_checkpoint, load_checkpoint, save_checkp
 from catalogs import Split
 from leser_env.actions import encode_action, parse_action
 from leser_env.env import LeserEnv
+from leser_env.resources import engine_for
+from leser_env.search import SearchEngine
 
 REPORT_FILE = "sft_report.json"
 WORD = re.compile(r"[a-z][a-z0-9\-']*")
@@ -70,15 +72,16 @@ def build_examples(
     if env.split != Split.TRAIN:
         raise ValueError("SFT examples are built from the train split only")
     catalog = env.catalog
-    feedback = PseudoRelevanceFeedbackAgent(str(env.catalog_source), env.data_dir)
+    engine = engine_for(env.catalog_spec, env.data_dir)
+    feedback = PseudoRelevanceFeedbackAgent(env.catalog_spec, env.data_dir)
     query_ids = [qid for qid in env.query_ids if catalog.relevant(qid)]
     random.Random(seed).shuffle(query_ids)
     examples = []
     for query_id in query_ids[:count]:
-        observation, _ = env.reset(options={"query_id": query_id})
+        observation, _ = env.observe(query_id)
         query = observation["query"]
-        shown = set(WORD.findall(f"{query} {observation['context']}".lower()))
-        retrieved = set(env.engine.search(query, env.config.depth, env.config.mode).ids)
+        shown = set(WORD.findall(f"{query} {observation['context']} {observation['evidence']}".lower()))
+        retrieved = set(env.score_group(query, [[query]], query_id)[1][0]["query_results"])
         relevant = sorted(catalog.relevant(query_id), key=lambda pid: (pid in retrieved, pid))
         phrases: Counter[str] = Counter()
         for product_id in relevant:
@@ -90,9 +93,9 @@ def build_examples(
         candidates = [
             phrase
             for phrase in dict.fromkeys([*feedback.expand(query)[0], *labelled])
-            if phrase.lower() != query.lower() and grounded(env, phrase, shown)
+            if phrase.lower() != query.lower() and grounded(engine, phrase, shown)
         ][:candidates_per_query]
-        chosen = greedy_expansion_set(env, candidates, max_expansions)
+        chosen = greedy_expansion_set(env, query, candidates, max_expansions)
         if chosen:
             # One phrase, not a list: a think block that lists phrases taught the model to keep
             # listing inside it until the token budget ran out (greedy repetition loops).
@@ -104,17 +107,17 @@ def build_examples(
     return examples
 
 
-def grounded(env: LeserEnv, phrase: str, shown: set[str]) -> bool:
+def grounded(engine: SearchEngine, phrase: str, shown: set[str]) -> bool:
     """Every word is in the observation, and the first and last are words the engine searches."""
     words = WORD.findall(phrase.lower())
     return (
         bool(words)
         and all(word in shown for word in words)
-        and all(env.engine.analyze(word) for word in (words[0], words[-1]))
+        and all(engine.analyze(word) for word in (words[0], words[-1]))
     )
 
 
-def greedy_expansion_set(env: LeserEnv, candidates: Sequence[str], max_expansions: int) -> list[str]:
+def greedy_expansion_set(env: LeserEnv, query: str, candidates: Sequence[str], max_expansions: int) -> list[str]:
     """The set built by adding, each round, the candidate that raises the set's reward most (while it does)."""
     chosen: list[str] = []
     best = 0.0
@@ -122,7 +125,7 @@ def greedy_expansion_set(env: LeserEnv, candidates: Sequence[str], max_expansion
         options = [phrase for phrase in candidates if phrase not in chosen]
         if not options:
             break
-        rewards, _ = env.score_group([[*chosen, phrase] for phrase in options])
+        rewards, _ = env.score_group(query, [[*chosen, phrase] for phrase in options])
         index = int(np.argmax(rewards))
         if rewards[index] <= best:
             break
@@ -136,7 +139,7 @@ def format_valid_rate(policy: LLMPolicy, observations: Sequence[Mapping[str, str
     valid = 0
     for start in range(0, len(observations), batch_size):
         texts = policy.act(observations[start : start + batch_size])
-        valid += sum(parse_action(text, policy.reward_config.limits).valid for text in texts)
+        valid += sum(parse_action(text, policy.limits).valid for text in texts)
     return valid / max(len(observations), 1)
 
 
@@ -222,9 +225,7 @@ def run(
     policy = LLMPolicy.load(out / "policy") if resuming else LLMPolicy(policy_config or PolicyConfig())
     examples = build_examples(env, config.examples, config.max_expansions, config.candidates_per_query, config.seed)
     validation_env = LeserEnv(catalog=catalog, data_dir=data_dir, split="validation")
-    held_out = [
-        validation_env.reset(options={"query_id": qid})[0] for qid in validation_env.query_ids[:validation_queries]
-    ]
+    held_out = [validation_env.observe(qid)[0] for qid in validation_env.query_ids[:validation_queries]]
     report_file = out / REPORT_FILE
     report = read_report(out) if resuming else {}
     if "format_valid_before" not in report:

@@ -47,8 +47,8 @@ def main() -> None:
     print(f"2/3 GRPO: {args.grpo_steps} steps from the warmed-up policy")
     resume = has_checkpoint(grpo_dir)
     policy = LLMPolicy.load(grpo_dir / "policy") if resume else LLMPolicy.continue_from(sft_dir / "policy")
-    env = LeserEnv(catalog=args.catalog, split="train")
-    config = grpo.GRPOConfig(steps=args.grpo_steps, engine_check=args.engine_check)
+    env = LeserEnv(catalog=args.catalog, split="train", engine_check=args.engine_check or None)
+    config = grpo.GRPOConfig(steps=args.grpo_steps)
     grpo.train(policy, env, config, grpo_dir, resume=resume)
     grpo.GRPOAgent.describe(grpo_dir, args.catalog, None, engine_check=args.engine_check)
 

@@ -14,17 +14,17 @@ from gymnasium import spaces
 from gymnasium.vector.utils import read_from_shared_memory
 
 from catalogs import Catalog, Split, load_catalog
-from leser_env.actions import encode_action
+from leser_env.actions import ActionLimits, encode_action
+from leser_env.feedback import PseudoRelevanceFeedback
 from leser_env.metrics import interleave, ndcg_at_k, recall
 from leser_env.relevance import grade_range
 from leser_env.resources import engine_for, relevance_for
-from leser_env.reward import Reward, RewardBreakdown, RewardConfig
+from leser_env.reward import Action, Reward, RewardBreakdown, RewardConfig, RewardFunction
 
 MAX_ACTION_CHARS = 4096  # the action space's length; step() accepts any text and judges it
 MAX_CONTEXT_LINE_CHARS = 300
-# The first context line when the query matches nothing and the context comes from matching any of
-# its words: a policy told "products the engine shows for it" would otherwise take them for R(q).
-PARTIAL_MATCH_NOTE = "No product has every word of the query. Products with some of its words:"
+MAX_EVIDENCE_CHARS = 1200
+EVIDENCE_TERMS = 8  # feedback terms shown
 
 
 class LeserEnv(gym.Env):
@@ -33,40 +33,61 @@ class LeserEnv(gym.Env):
     ## Episode
     One query is one episode. ``reset`` samples a query of the chosen split (or pins one with
     ``options={"query_id": id}`` or ``options={"query": text}``); ``step(action)`` scores the
-    action and the episode terminates.
+    action and the episode terminates. Batch consumers (evaluation, GRPO, PPO) skip the episode
+    bookkeeping: ``observe(query_id)`` / ``observe(text=...)`` renders an observation and
+    ``score_group(query, actions, query_id=...)`` scores any number of actions for one query;
+    neither touches the episode state.
 
     ## Observation space
-    ``Dict(query=Text, context=Text)``: the query, and the top ``context_k`` products the engine
-    returns for it, one line each (title | category | attribute values), as pseudo-relevance
-    feedback. When conjunctive matching finds nothing, the context falls back to disjunctive
-    matching so the policy still sees the neighbourhood, under a first line that says so
-    (``PARTIAL_MATCH_NOTE``): those products are not what the query retrieves. The character set
-    is printable ASCII plus every character the catalog uses; a pinned query's other characters
-    become spaces.
+    ``Dict(query=Text, context=Text, evidence=Text, partial_match=Discrete(2))``:
+    - ``query``: the query. The character set is printable ASCII plus every character the catalog
+      uses; a pinned query's other characters become spaces.
+    - ``context``: the top ``context_k`` products the engine returns for it, one line each
+      (``- title | category | attribute values``), as pseudo-relevance feedback.
+    - ``partial_match``: 1 when conjunctive matching finds nothing and the context falls back to
+      products matching some of the query's words (they are then not what the query retrieves).
+    - ``evidence`` (``feedback_evidence=True``, the default; empty otherwise): what a classic PRF
+      method reads off the top products (``leser_env.feedback``), three lines:
+      ``Feedback terms (weight): lumbar 21.3, ergonomic 12.0, ...`` (the strongest Bo1 terms of
+      the top-10 products' titles, categories and attributes, query words and the product word
+      left out), ``Query words the catalog matches (products): chair 412, back 37; no match:
+      pian`` (each query word searched alone), and ``Product word: chair`` (the word most of
+      those products' titles share, the noun a PRF expansion is built around).
 
     ## Action space
     ``Text``: the policy's raw completion,
     ``<think>...</think><answer>["expansion 1", ...]</answer>``. Any text is accepted; malformed
-    text gets the format penalty (see ``leser_env.actions``). ``ExpansionListAction`` wraps the
-    environment so that a Python list of strings is the action.
+    text gets the format penalty (see ``leser_env.actions``; ``action_limits`` sets how many
+    expansions and characters). ``ExpansionListAction`` wraps the environment so that a Python
+    list of strings is the action.
 
     ## Reward
-    DESIGN.md's: ``r_rel + lambda * r_size``, relevance (judged against the original query by
-    the LightGBM relevance model) and coverage of what the expansions retrieve, both against the
-    original query's own results; ``format_penalty`` (-2) for an invalid action. Every constant
-    is a ``RewardConfig`` field.
+    ``leser_env.reward`` (v2): ``r_rel + page_weight * r_page + lambda * r_size`` against the
+    original query's own results: r_rel the mean relevance of each expansion's top 10 minus the
+    query's (the paper's term), r_page the gain of the served page (the 10 best-judged products
+    of U(Y) with s(p) >= tau, averaged over its slots), r_size the log-ratio of judged-relevant
+    products (s(p) >= tau) found; s(p) is the LightGBM relevance model's score of product p
+    against the original query. ``reward="default"`` (page_weight 1, lambda 0.1, tau 0.5),
+    ``"paper"`` (page_weight 0, tau 0: r_rel + 0.1 ln((1 + |U(Y)|) / (1 + |R(q)|))), a
+    ``RewardConfig``, a dict of its fields, or any object with
+    ``score_group(query, actions) -> list[RewardBreakdown]``. ``format_penalty`` (-2) for an
+    invalid action.
 
-    ## Info (from step)
-    ``reward_breakdown`` (r_rel, r_size, rel_query, rel_expansions, |R(q)|, |U(Y)|, validity and
-    error), ``expansions``, ``query_results`` (R(q) ids), ``expansion_results`` (R(y) ids per
-    expansion), ``union_results`` (U(Y) ids), ``metrics`` (the episode's terms of DESIGN.md's
-    metrics, human-label ones when the query has labels), ``query_id``, ``query``.
+    ## Info (from step and score_group)
+    ``reward_breakdown`` (r_rel, r_page, r_size, rel_query, rel_expansions, pages, |R(q)|, |U(Y)|,
+    judged-relevant counts, validity and error), ``expansions``, ``query_results`` (R(q) ids),
+    ``expansion_results`` (R(y) ids per expansion), ``union_results`` (U(Y) ids),
+    ``served_results`` (U(Y) ranked by the relevance model, top 10), ``metrics`` (the episode's
+    terms of the evaluation metrics, human-label ones when the query has labels), ``query_id``,
+    ``query``.
 
     ## Arguments
     ``catalog`` (name or generic directory, default "synthetic"), ``data_dir``, ``split``
-    ("train" | "validation" | "test"), ``reward_config`` (RewardConfig or dict of its fields),
-    ``context_k`` (default 5), ``mode`` ("and" | "or", overrides the reward config's matching),
-    ``seed``. Heavy objects (index, relevance model) are shared by every env in the process.
+    ("train" | "validation" | "test"), ``reward`` (see Reward), ``action_limits``
+    (``ActionLimits``), ``context_k`` (default 5), ``feedback_evidence`` (default True),
+    ``mode`` ("and" | "or": matching for the context and, with a config reward, the reward),
+    ``engine_check`` (drop expansions that match no product before scoring; a config reward's
+    option), ``seed``. Heavy objects (index, relevance model) are shared by every env in the process.
 
     ## Vector environments
     Every episode is one step: under ``gym.make_vec`` pass
@@ -81,25 +102,35 @@ class LeserEnv(gym.Env):
         catalog: str | Path = "synthetic",
         data_dir: str | Path | None = None,
         split: str = "train",
-        reward_config: RewardConfig | Mapping[str, Any] | None = None,
+        reward: str | RewardConfig | Mapping[str, Any] | RewardFunction | None = None,
+        action_limits: ActionLimits | None = None,
         context_k: int = 5,
+        feedback_evidence: bool = True,
         mode: str | None = None,
+        engine_check: bool | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
     ) -> None:
-        config = reward_config if isinstance(reward_config, RewardConfig) else RewardConfig(**(reward_config or {}))
-        if mode is not None:
-            config = replace(config, mode=mode)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', not {render_mode!r}")
         self.render_mode = render_mode
         self.catalog: Catalog = load_catalog(catalog, data_dir)
-        self.catalog_source, self.data_dir = catalog, data_dir  # what agents pass to build their own views
+        self.catalog_spec, self.data_dir = str(catalog), (str(data_dir) if data_dir else None)
         self.split = Split(split)
         self.engine = engine_for(catalog, data_dir)
-        self.reward_model = Reward(self.engine, relevance_for(catalog, data_dir), config)
-        self.config = config
+        self.action_limits = action_limits or ActionLimits()
+        if isinstance(reward, RewardFunction) and not isinstance(reward, Reward):
+            if mode is not None or engine_check is not None:
+                raise ValueError("mode and engine_check configure the built-in reward, not a custom reward object")
+            self.reward: RewardFunction = reward
+        else:
+            config = reward.config if isinstance(reward, Reward) else RewardConfig.resolve(reward)
+            overrides = {"mode": mode, "engine_check": engine_check}
+            config = replace(config, **{key: value for key, value in overrides.items() if value is not None})
+            self.reward = Reward(self.engine, relevance_for(catalog, data_dir), config, self.action_limits)
+        self.matching = mode or getattr(getattr(self.reward, "config", None), "mode", "and")
         self.context_k = int(context_k)
+        self.feedback = PseudoRelevanceFeedback(self.catalog_spec, self.data_dir) if feedback_evidence else None
         self.query_ids = self.catalog.query_ids(self.split)
         if not self.query_ids:
             raise ValueError(f"catalog {self.catalog.name!r} has no {self.split} queries")
@@ -109,17 +140,18 @@ class LeserEnv(gym.Env):
         self._allowed = frozenset(self.charset)
         longest_query = max(len(text) for text in self.catalog.queries.values())
         self.max_query_chars = max(256, longest_query)
-        self.max_context_chars = len(PARTIAL_MATCH_NOTE) + 1 + self.context_k * (MAX_CONTEXT_LINE_CHARS + 1)
+        self.max_context_chars = self.context_k * (MAX_CONTEXT_LINE_CHARS + 1)
         self.observation_space = spaces.Dict(
             {
                 "query": CatalogText(max_length=self.max_query_chars, min_length=0, charset=self.charset),
                 "context": CatalogText(max_length=self.max_context_chars, min_length=0, charset=self.charset),
+                "evidence": CatalogText(max_length=MAX_EVIDENCE_CHARS, min_length=0, charset=self.charset),
+                "partial_match": spaces.Discrete(2),
             }
         )
         self.action_space = spaces.Text(max_length=MAX_ACTION_CHARS, min_length=0, charset=self.charset)
         self._query_id: str | None = None
-        self._observation: dict[str, str] | None = None
-        self._context_ids: tuple[str, ...] = ()
+        self._observation: dict[str, Any] | None = None
         self._last: RewardBreakdown | None = None
         self._initial_seed = seed  # used by the first reset() that passes no seed
 
@@ -129,32 +161,24 @@ class LeserEnv(gym.Env):
         if seed is None and self._initial_seed is not None:
             seed, self._initial_seed = self._initial_seed, None
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"reset options must be a dict, not {type(options).__name__}")
         options = options or {}
         if "query_id" in options:
-            query_id = str(options["query_id"])
-            if query_id not in self.catalog.queries:
-                raise ValueError(f"unknown query id {query_id!r} in catalog {self.catalog.name!r}")
-            query = self.catalog.queries[query_id]
+            observation, info = self.observe(str(options["query_id"]))
         elif "query" in options:
-            query_id, query = None, str(options["query"])
+            observation, info = self.observe(text=str(options["query"]))
         else:
-            query_id = self.query_ids[int(self.np_random.integers(len(self.query_ids)))]
-            query = self.catalog.queries[query_id]
-        query = self._printable(query)[: self.max_query_chars]
-        context_ids, partial = self._context(query)
-        self._query_id, self._context_ids, self._last = query_id, context_ids, None
-        self._observation = {"query": query, "context": self._render_context(context_ids, partial)}
-        return dict(self._observation), {
-            "query_id": query_id,
-            "context_ids": list(context_ids),
-            "split": str(self.split),
-        }
+            observation, info = self.observe(self.query_ids[int(self.np_random.integers(len(self.query_ids)))])
+        self._query_id, self._observation, self._last = info["query_id"], observation, None
+        return dict(observation), info
 
     def step(self, action: str):
         if self._observation is None:
             raise RuntimeError("call reset() before step(): each episode is one query")
-        breakdown = self.reward_model.score(self._observation["query"], action)
-        info = self._info(breakdown)
+        query, query_id = self._observation["query"], self._query_id
+        breakdown = self.reward.score_group(query, [action])[0]
+        info = self._info(breakdown, query, query_id)
         observation = dict(self._observation)
         self._observation, self._last = None, breakdown
         return observation, float(breakdown.reward), True, False, info
@@ -167,14 +191,55 @@ class LeserEnv(gym.Env):
         last = self._last
         status = "valid" if last.valid else f"invalid ({last.error}: {last.error_detail})"
         return (
-            f"reward {last.reward:+.4f} [{status}] r_rel {last.r_rel:+.4f} r_size {last.r_size:.4f} "
-            f"|R(q)| {last.query_result_count} |U(Y)| {last.union_size} expansions {list(last.expansions)}"
+            f"reward {last.reward:+.4f} [{status}] r_rel {last.r_rel:+.4f} r_page {last.r_page:.4f} "
+            f"r_size {last.r_size:.4f} |R(q)| {last.query_result_count} |U(Y)| {last.union_size} "
+            f"expansions {list(last.expansions)}"
         )
 
-    # -- LESER extras -------------------------------------------------------------------
+    # -- LESER extras: stateless, for batch consumers -----------------------------------
+
+    def observe(self, query_id: str | None = None, *, text: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The observation for a catalog query (by id) or any text, and its info; no episode state changes."""
+        if (query_id is None) == (text is None):
+            raise ValueError("observe takes a query_id or text=..., exactly one")
+        if query_id is not None:
+            if query_id not in self.catalog.queries:
+                raise ValueError(f"unknown query id {query_id!r} in catalog {self.catalog.name!r}")
+            text = self.catalog.queries[query_id]
+        query = self.clean_query(str(text))
+        hits = self.engine.search(query, self.context_k, self.matching)
+        partial = not hits.ids and self.matching == "and"
+        context_ids = self.engine.search(query, self.context_k, "or").ids if partial else hits.ids
+        evidence = self.feedback.evidence(query, EVIDENCE_TERMS).render() if self.feedback and query else ""
+        observation = {
+            "query": query,
+            "context": self._render_context(context_ids),
+            "evidence": self._printable(evidence)[:MAX_EVIDENCE_CHARS],
+            "partial_match": int(partial),
+        }
+        info = {"query_id": query_id, "context_ids": list(context_ids), "split": str(self.split)}
+        return observation, info
+
+    def score_group(
+        self, query: str, actions: Sequence[Action], query_id: str | None = None
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Score N actions for one query together (GRPO's group); no episode state changes.
+
+        ``query`` is the observation's query text (as ``observe`` cleaned it); ``query_id`` adds
+        the human-label metrics. Returns the rewards and, for each action, the info ``step`` gives.
+        """
+        if isinstance(actions, str) or not isinstance(actions, Sequence):
+            raise TypeError(f"score_group takes a list of actions, not a {type(actions).__name__}")
+        breakdowns = self.reward.score_group(query, list(actions))
+        rewards = np.array([b.reward for b in breakdowns], dtype=np.float64)
+        return rewards, [self._info(b, query, query_id) for b in breakdowns]
+
+    def clean_query(self, text: str) -> str:
+        """A query as the environment shows it: characters outside the charset become spaces, cut to length."""
+        return self._printable(text)[: self.max_query_chars]
 
     @property
-    def observation(self) -> dict[str, str] | None:
+    def observation(self) -> dict[str, Any] | None:
         """The current episode's observation (None between episodes)."""
         return None if self._observation is None else dict(self._observation)
 
@@ -182,27 +247,10 @@ class LeserEnv(gym.Env):
     def query_id(self) -> str | None:
         return self._query_id
 
-    def score_group(self, actions: Sequence[str | Sequence[str]]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Score N candidate actions for the current observation without ending the episode (GRPO's group).
-
-        Returns the rewards and, for each action, the same info ``step`` would give.
-        """
-        if self._observation is None:
-            raise RuntimeError("call reset() before score_group()")
-        breakdowns = self.reward_model.score_group(self._observation["query"], list(actions))
-        return np.array([b.reward for b in breakdowns], dtype=np.float64), [self._info(b) for b in breakdowns]
-
     # -- internals ----------------------------------------------------------------------
 
-    def _context(self, query: str) -> tuple[tuple[str, ...], bool]:
-        """The top products for the query, and whether they match only some of its words (the fallback)."""
-        hits = self.engine.search(query, self.context_k, self.config.mode)
-        if not hits.ids and self.config.mode == "and":
-            return self.engine.search(query, self.context_k, "or").ids, True
-        return hits.ids, False
-
-    def _render_context(self, product_ids: Sequence[str], partial: bool = False) -> str:
-        lines = [PARTIAL_MATCH_NOTE] if partial and product_ids else []
+    def _render_context(self, product_ids: Sequence[str]) -> str:
+        lines = []
         for product_id in product_ids:
             product = self.catalog.product(product_id)
             parts = [product.title]
@@ -217,19 +265,20 @@ class LeserEnv(gym.Env):
     def _printable(self, text: str) -> str:
         return "".join(ch if ch in self._allowed else " " for ch in text)
 
-    def _info(self, breakdown: RewardBreakdown) -> dict[str, Any]:
+    def _info(self, breakdown: RewardBreakdown, query: str, query_id: str | None) -> dict[str, Any]:
         return {
-            "query_id": self._query_id,
-            "query": self._observation["query"] if self._observation else None,
+            "query_id": query_id,
+            "query": query,
             "reward_breakdown": breakdown.to_dict(),
             "expansions": list(breakdown.expansions),
             "query_results": list(breakdown.query_results),
             "expansion_results": [list(ids) for ids in breakdown.expansion_results],
             "union_results": list(breakdown.union_results),
-            "metrics": self._metrics(breakdown),
+            "served_results": list(breakdown.served_results),
+            "metrics": self._metrics(breakdown, query_id),
         }
 
-    def _metrics(self, breakdown: RewardBreakdown) -> dict[str, Any]:
+    def _metrics(self, breakdown: RewardBreakdown, query_id: str | None) -> dict[str, Any]:
         """This episode's terms of the evaluation metrics (sums are micro-averaged by the harness)."""
         rel_expansions = (
             sum(breakdown.rel_expansions) / len(breakdown.rel_expansions) if breakdown.valid else breakdown.rel_query
@@ -237,15 +286,19 @@ class LeserEnv(gym.Env):
         metrics: dict[str, Any] = {
             "valid": breakdown.valid,
             "reward": breakdown.reward,
+            "r_rel": breakdown.r_rel,
+            "r_page": breakdown.r_page,
+            "r_size": breakdown.r_size,
             "query_result_count": breakdown.query_result_count,
             "union_size": breakdown.union_size,
+            "expansion_count": len(breakdown.expansions),
             "rel_query": breakdown.rel_query,
             "rel_expansions": rel_expansions,
             "labelled": False,
         }
-        labels = self.catalog.qrels.get(self._query_id or "")
+        labels = self.catalog.qrels.get(query_id or "")
         if labels:
-            relevant = self.catalog.relevant(self._query_id)
+            relevant = self.catalog.relevant(query_id)
             gains = {pid: grade - self._grade_low for pid, grade in labels.items()}
             merged = interleave([breakdown.query_results, *breakdown.expansion_results])
             metrics.update(
@@ -258,6 +311,8 @@ class LeserEnv(gym.Env):
                     "recall_union": recall(breakdown.union_results, relevant),
                     "ndcg@10_query": ndcg_at_k(breakdown.query_results, gains, 10),
                     "ndcg@10_merged": ndcg_at_k(merged, gains, 10),
+                    "ndcg@10_served_query": ndcg_at_k(breakdown.served_query_results, gains, 10),
+                    "ndcg@10_served": ndcg_at_k(breakdown.served_results, gains, 10),
                 }
             )
         return metrics
@@ -268,7 +323,7 @@ class ExpansionListAction(gym.ActionWrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        limits = env.unwrapped.config
+        limits = env.unwrapped.action_limits
         self.action_space = spaces.Sequence(
             spaces.Text(max_length=limits.max_chars, min_length=1, charset=env.unwrapped.charset)
         )

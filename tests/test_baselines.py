@@ -16,7 +16,6 @@ import leser_env  # noqa: F401  (registers LESER-v0)
 from agents.baselines import NoExpansionAgent, PseudoRelevanceFeedbackAgent, RandomAgent
 from catalogs import Catalog
 from leser_env.actions import parse_action
-from leser_env.env import PARTIAL_MATCH_NOTE
 
 BASELINES = ("none", "random", "prf")
 ADVERSARIAL_QUERIES = (
@@ -90,13 +89,13 @@ def test_none_cuts_long_queries_and_fills_empty_ones() -> None:
         [
             {"query": "sofa " * 100, "context": ""},
             {"query": "  ", "context": "- Grey Sofa | Furniture"},
-            {"query": "  ", "context": f"{PARTIAL_MATCH_NOTE}\n- Grey Sofa | Furniture"},
+            {"query": "  ", "context": "- Grey Sofa | Furniture", "partial_match": 1, "evidence": "Feedback terms"},
             {"query": "", "context": ""},
         ]
     )
     assert parse_action(long_action).expansions == (("sofa " * 20).strip(),)
     assert parse_action(empty_action).expansions == ("grey",)
-    assert parse_action(fallback_action).expansions == ("grey",), "the fallback note is not product wording"
+    assert parse_action(fallback_action).expansions == ("grey",), "the flag and the evidence are not product wording"
     assert parse_action(bare_action).expansions == ("product",)
 
 
@@ -175,7 +174,7 @@ def test_make_and_save_load_round_trip(name: str, tmp_path: Path, synthetic: Cat
     observations = observations_of(synthetic, 12)
     assert loaded.act(observations) == agent.act(observations)
     if name == "prf":
-        assert loaded.method == "rm3" and loaded.feedback_docs == 8
+        assert loaded.method == "rm3" and loaded.prf.feedback_docs == 8
         assert all(len(parse_action(action).expansions) <= 3 for action in agent.act(observations))
 
 

@@ -104,7 +104,8 @@ def test_score_on_named_catalogs(name: str, real_data_dir: Path) -> None:
     result = invoke("score", "--catalog", name, "--data-dir", str(real_data_dir), "--json", stdin=line + "\n")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert record["valid"] and record["reward"] == pytest.approx(record["r_rel"] + 0.1 * record["r_size"])
+    total = record["r_rel"] + record["r_page"] + 0.1 * record["r_size"]
+    assert record["valid"] and record["reward"] == pytest.approx(total)
 
 
 def test_relevance_evaluate_writes_metrics_and_plot(catalog_dir: Path, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,9 +11,10 @@ from gymnasium.utils.env_checker import check_env
 
 import leser_env  # noqa: F401  (registers LESER-v0)
 from catalogs import Catalog, Split
-from leser_env.actions import encode_action
-from leser_env.env import PARTIAL_MATCH_NOTE, ExpansionListAction, LeserEnv
-from leser_env.prompt import render_messages
+from leser_env.actions import ActionLimits, encode_action
+from leser_env.env import ExpansionListAction, LeserEnv
+from leser_env.prompt import PARTIAL_MATCH_HEADING, RESULTS_HEADING, render_messages
+from leser_env.reward import Reward, RewardBreakdown, RewardConfig
 
 INFO_KEYS = {
     "query_id",
@@ -21,6 +24,7 @@ INFO_KEYS = {
     "query_results",
     "expansion_results",
     "union_results",
+    "served_results",
     "metrics",
 }
 
@@ -41,13 +45,13 @@ def test_random_text_actions_get_the_format_penalty(env: LeserEnv) -> None:
         assert env.observation_space.contains(observation)
         _, reward, terminated, truncated, info = env.step(env.action_space.sample())
         assert terminated and not truncated
-        assert reward == env.config.format_penalty and not info["reward_breakdown"]["valid"]
+        assert reward == env.reward.config.format_penalty and not info["reward_breakdown"]["valid"]
 
 
 def test_an_episode_is_one_query_with_the_documented_info(env: LeserEnv) -> None:
     observation, reset_info = env.reset(seed=1)
     assert observation["query"] == env.catalog.queries[reset_info["query_id"]]
-    product_lines = observation["context"].removeprefix(PARTIAL_MATCH_NOTE + "\n").split("\n")
+    product_lines = observation["context"].split("\n")
     assert len(product_lines) == len(reset_info["context_ids"]) and all(line.startswith("- ") for line in product_lines)
     _, reward, terminated, _, info = env.step(encode_action(["grey sofa", "oak desk"]))
     assert terminated and set(info) == INFO_KEYS
@@ -86,14 +90,16 @@ def test_pinned_queries(env: LeserEnv, synthetic: Catalog) -> None:
         env.reset(options={"query_id": "no-such-query"})
 
 
-def test_context_falls_back_to_disjunctive_matching(env: LeserEnv) -> None:
+def test_context_falls_back_to_disjunctive_matching_and_says_so_in_a_flag(env: LeserEnv) -> None:
     observation, info = env.reset(options={"query": "chair for my aching back after long workdays"})
     assert env.engine.count(observation["query"]) == 0
-    note, *lines = observation["context"].split("\n")
-    assert note == PARTIAL_MATCH_NOTE and len(lines) == len(info["context_ids"]) == env.context_k
-    assert all(line.startswith("- ") for line in lines)
+    lines = observation["context"].split("\n")
+    assert observation["partial_match"] == 1 and len(lines) == len(info["context_ids"]) == env.context_k
+    assert all(line.startswith("- ") for line in lines)  # product lines only: the flag carries the fallback
+    assert PARTIAL_MATCH_HEADING in render_messages(observation)[1]["content"]
     observation, _ = env.reset(options={"query": "grey sofa"})
-    assert observation["context"].startswith("- ") and PARTIAL_MATCH_NOTE not in observation["context"]
+    assert observation["partial_match"] == 0 and observation["context"].startswith("- ")
+    assert RESULTS_HEADING in render_messages(observation)[1]["content"]
 
 
 def test_score_group_equals_stepping_each_action(env: LeserEnv) -> None:
@@ -103,9 +109,9 @@ def test_score_group_equals_stepping_each_action(env: LeserEnv) -> None:
         "garbage",
         encode_action(["lumbar support office chair", "ergonomic chair"]),
     ]
-    env.reset(seed=3)
+    observation, _ = env.reset(seed=3)
     query_id = env.query_id
-    rewards, infos = env.score_group(actions)
+    rewards, infos = env.score_group(observation["query"], actions, query_id)
     assert env.observation is not None  # scoring a group does not end the episode
     for action, reward, info in zip(actions, rewards, infos, strict=True):
         env.reset(options={"query_id": query_id})
@@ -127,7 +133,7 @@ def test_list_action_wrapper(synthetic: Catalog) -> None:
 
 def test_heavy_objects_are_shared_within_a_process(env: LeserEnv) -> None:
     other = LeserEnv(catalog="synthetic", split="test")
-    assert other.engine is env.engine and other.reward_model.relevance is env.reward_model.relevance
+    assert other.engine is env.engine and other.reward.relevance is env.reward.relevance
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -152,14 +158,92 @@ def test_vector_env(mode: str, env: LeserEnv) -> None:
 
 def test_prompt_renders_the_format_and_the_observation(env: LeserEnv) -> None:
     observation, _ = env.reset(seed=4)
-    messages = render_messages(observation, env.config)
+    messages = render_messages(observation, env.action_limits)
     assert [m["role"] for m in messages] == ["system", "user"]
     assert "<answer>" in messages[0]["content"] and "every word" in messages[0]["content"]
-    assert observation["query"] in messages[1]["content"] and observation["context"] in messages[1]["content"]
+    user = messages[1]["content"]
+    assert observation["query"] in user and observation["context"] in user and observation["evidence"] in user
+    assert "1 to 3 expansion" in render_messages(observation, ActionLimits(max_expansions=3))[0]["content"]
 
 
 def test_reward_config_and_mode_arguments(synthetic: Catalog) -> None:
-    loose = LeserEnv(catalog="synthetic", reward_config={"size_weight": 0.0}, mode="or")
-    assert loose.config.mode == "or" and loose.config.size_weight == 0.0
+    loose = LeserEnv(catalog="synthetic", reward={"size_weight": 0.0}, mode="or")
+    assert loose.reward.config.mode == "or" and loose.reward.config.size_weight == 0.0 and loose.matching == "or"
+    assert loose.reward.config.page_weight == 1.0  # the other fields come from the default preset
     with pytest.raises(ValueError, match="format_penalty"):
-        LeserEnv(catalog="synthetic", reward_config={"format_penalty": 0.0})
+        LeserEnv(catalog="synthetic", reward={"format_penalty": 0.0})
+    with pytest.raises(ValueError, match="unknown reward preset"):
+        LeserEnv(catalog="synthetic", reward="nonsense")
+    with pytest.raises(ValueError, match="unknown reward config field"):
+        LeserEnv(catalog="synthetic", reward={"lambda": 0.2})
+
+
+def test_presets_are_picked_by_name_through_gym_make(synthetic: Catalog) -> None:
+    paper = gym.make("LESER-v0", catalog="synthetic", reward="paper").unwrapped
+    default = gym.make("LESER-v0", catalog="synthetic").unwrapped
+    assert paper.reward.config == RewardConfig.preset("paper") and default.reward.config == RewardConfig()
+    custom = gym.make("LESER-v0", catalog="synthetic", reward=RewardConfig(size_weight=0.3)).unwrapped
+    assert custom.reward.config.size_weight == 0.3
+
+
+class LengthPenalty:
+    """A reward variant as a researcher would write one: a class wrapping the built-in reward."""
+
+    def __init__(self, inner: Reward, per_expansion: float) -> None:
+        self.inner, self.per_expansion = inner, per_expansion
+
+    def score_group(self, query, actions) -> list[RewardBreakdown]:
+        scored = self.inner.score_group(query, actions)
+        return [
+            b if not b.valid else replace(b, reward=b.reward - self.per_expansion * len(b.expansions)) for b in scored
+        ]
+
+
+def test_a_custom_reward_object_plugs_into_the_env(env: LeserEnv) -> None:
+    custom = LeserEnv(catalog="synthetic", reward=LengthPenalty(env.reward, 0.25))
+    observation, info = custom.reset(seed=5)
+    action = encode_action(["grey sofa", "oak desk"])
+    _, reward, _, _, step_info = custom.step(action)
+    plain, _ = env.score_group(observation["query"], [action], info["query_id"])
+    assert reward == pytest.approx(plain[0] - 0.5) and step_info["reward_breakdown"]["reward"] == reward
+    with pytest.raises(ValueError, match="custom reward"):
+        LeserEnv(catalog="synthetic", reward=LengthPenalty(env.reward, 0.1), engine_check=True)
+
+
+def test_observe_and_score_group_are_stateless(env: LeserEnv, synthetic: Catalog) -> None:
+    env.reset(seed=9)
+    current = env.observation
+    query_id = synthetic.query_ids(Split.TEST)[3]
+    observation, info = env.observe(query_id)
+    assert info["query_id"] == query_id and observation == env.reset(options={"query_id": query_id})[0]
+    env.reset(seed=9)
+    assert env.observe(text="grey sofa")[0]["query"] == "grey sofa" and env.observation == current
+    rewards, infos = env.score_group("grey sofa", [encode_action(["grey sofa"])])
+    assert rewards[0] == 0.0 and env.observation == current and infos[0]["query_id"] is None
+    with pytest.raises(TypeError, match="list of actions"):
+        env.score_group("grey sofa", encode_action(["grey sofa"]))
+    with pytest.raises(TypeError, match="options must be a dict"):
+        env.reset(options=["x"])
+    with pytest.raises(ValueError, match="exactly one"):
+        env.observe()
+
+
+def test_feedback_evidence_is_on_by_default_and_switchable(env: LeserEnv) -> None:
+    observation, _ = env.observe(text="office chair")
+    lines = observation["evidence"].split("\n")
+    assert lines[0].startswith("Feedback terms (weight): ") and lines[1].startswith("Query words the catalog matches")
+    assert "chair" in lines[1] and env.observation_space.contains(observation)
+    plain = LeserEnv(catalog="synthetic", feedback_evidence=False)
+    assert plain.observe(text="office chair")[0]["evidence"] == ""
+    assert "Feedback terms" not in render_messages(plain.observe(text="office chair")[0])[1]["content"]
+
+
+def test_engine_check_drops_expansions_that_match_nothing(env: LeserEnv) -> None:
+    checked = LeserEnv(catalog="synthetic", engine_check=True)
+    action = encode_action(["grey sofa", "zzqx nonexistent"])
+    plain = env.score_group("sofa", [action])[1][0]["reward_breakdown"]
+    kept = checked.score_group("sofa", [action])[1][0]["reward_breakdown"]
+    assert kept["expansions"] == ["grey sofa"] and kept["dropped_expansions"] == ["zzqx nonexistent"]
+    assert kept["reward"] > plain["reward"]  # a zero-relevance expansion no longer drags the mean down
+    nothing = checked.score_group("sofa", [encode_action(["zzqx nonexistent"])])[0]
+    assert nothing[0] == 0.0  # every expansion dropped: the query alone is served

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import agents
 from agents.cli import app
-from agents.evaluate import compare, summarize
+from agents.evaluate import compare, paired_differences, summarize
 from catalogs import synthetic_catalog, write_catalog_dir
 
 
@@ -22,12 +22,18 @@ def record(**values):
         "union_size": 0,
         "rel_query": 0.0,
         "rel_expansions": 0.0,
+        "r_rel": 0.0,
+        "r_page": 0.0,
+        "r_size": 0.0,
+        "expansion_count": 1,
         "labelled": True,
         "relevant": 2,
         "relevant_in_query_results": 0,
         "relevant_in_union": 0,
         "ndcg@10_query": 0.0,
         "ndcg@10_merged": 0.0,
+        "ndcg@10_served": 0.0,
+        "ndcg@10_served_query": 0.0,
         "latency_ms": 1.0,
     }
     return {**base, **values}
@@ -68,8 +74,27 @@ def test_compare_runs_every_agent_on_the_same_queries(tmp_path: Path) -> None:
     assert by_agent["none"] == by_agent["prf"] and len(by_agent["none"]) == 25
     assert summaries["none"]["mean_reward"] == 0.0 and summaries["none"]["retrieval_gain"] == 0.0
     assert summaries["prf"]["recall_union"] > summaries["none"]["recall_union"]
-    assert "| mean reward |" in (tmp_path / "results.md").read_text()
+    assert summaries["prf"]["ndcg@10_served"] > summaries["none"]["ndcg@10_served"]  # h2 beside the merged list
+    paired = summaries["prf"]["paired"]["none"]["mean_reward"]
+    assert paired["low"] <= paired["difference"] <= paired["high"] and paired["low"] > 0  # prf is clearly ahead
+    assert summaries["none"]["paired"]["prf"]["mean_reward"]["difference"] == -paired["difference"]
+    report = (tmp_path / "results.md").read_text()
+    assert "| mean reward |" in report and "| nDCG@10 served page" in report and "| none - prf |" in report
     assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_paired_differences_resample_queries_jointly() -> None:
+    first = [record(query_id=str(i), reward=1.0 + (i % 3), relevant_in_union=2, relevant=2) for i in range(30)]
+    second = [record(query_id=str(i), reward=0.5 + (i % 3), relevant_in_union=1, relevant=2) for i in range(30)]
+    paired = paired_differences(first, second)
+    # The same per-query offset: the interval has no width, however much the rewards vary across queries.
+    assert paired["mean_reward"] == {"difference": 0.5, "low": 0.5, "high": 0.5}
+    assert paired["recall_union"]["difference"] == pytest.approx(0.5)
+    noisy = [record(query_id=str(i), reward=float(i % 5)) for i in range(30)]
+    spread = paired_differences(noisy, [record(query_id=str(i)) for i in range(30)])["mean_reward"]
+    assert spread["low"] < spread["difference"] < spread["high"]
+    with pytest.raises(ValueError, match="same queries"):
+        paired_differences(first, second[::-1])
 
 
 def test_prf_on_home_depot_gains_retrieval_and_human_label_recall(real_data_dir: Path) -> None:

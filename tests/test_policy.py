@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import agents
 from agents import grpo, ppo, sft
-from agents.policy import LLMPolicy, PolicyConfig, drop_unmatched_expansions
+from agents.evaluate import run_agent
+from agents.policy import LLMPolicy, PolicyConfig
 from catalogs import Split
 from leser_env.actions import encode_action, parse_action
 from leser_env.env import LeserEnv
@@ -146,16 +147,19 @@ def test_groups_are_scored_against_their_own_query() -> None:
     env = LeserEnv(catalog="synthetic", split="train")
     query_ids = env.query_ids[:2]
     texts = ['<answer>["office chair"]</answer>', "not an action", '<answer>["desk lamp"]</answer>', "{}"] * 2
-    rewards, infos = grpo.score_groups(env, [{"query_id": qid} for qid in query_ids], texts, group_size=4)
+    queries = [(env.observe(qid)[0]["query"], qid) for qid in query_ids]
+    rewards, infos = grpo.score_groups(env, queries, texts, group_size=4)
     assert rewards.shape == (2, 4) and len(infos) == 8
     assert not np.array_equal(rewards[0], rewards[1]), "the same texts must score differently for other queries"
     for row, query_id in enumerate(query_ids):
-        env.reset(options={"query_id": query_id})
-        alone, _ = env.score_group(texts[row * 4 : (row + 1) * 4])
-        np.testing.assert_array_equal(rewards[row], alone)
-    assert rewards[0, 1] == env.reward_model.config.format_penalty
+        observation, _ = env.reset(options={"query_id": query_id})
+        for offset, text in enumerate(texts[row * 4 : (row + 1) * 4]):
+            env.reset(options={"query_id": query_id})
+            assert env.step(text)[1] == rewards[row, offset]
+        assert infos[row * 4]["query_id"] == query_id and infos[row * 4]["query"] == observation["query"]
+    assert rewards[0, 1] == env.reward.config.format_penalty
     with pytest.raises(ValueError, match="completions for 2 groups"):
-        grpo.score_groups(env, [{"query_id": qid} for qid in query_ids], texts[:7], group_size=4)
+        grpo.score_groups(env, queries, texts[:7], group_size=4)
 
 
 def test_token_aggregation_weighs_every_token_alike_and_sequence_aggregation_does_not() -> None:
@@ -239,7 +243,7 @@ def test_invalid_completions_flow_through_training_as_penalties(tiny_policy, tmp
     result = grpo.train(tiny_policy(), env, config, tmp_path, progress=False)
     assert [r["step"] for r in result["log"]] == [1, 2]
     for record in result["log"]:  # a random tiny model writes garbage: every completion is invalid
-        assert record["valid_rate"] == 0.0 and record["reward_mean"] == env.config.format_penalty
+        assert record["valid_rate"] == 0.0 and record["reward_mean"] == env.reward.config.format_penalty
         assert record["zero_signal"] == 1.0 and np.isfinite(record["loss"])
     assert (tmp_path / "learning_curve.png").is_file() and (tmp_path / "log.jsonl").read_text().count("\n") == 2
 
@@ -266,14 +270,15 @@ def test_sft_examples_come_from_train_queries_and_are_valid_actions() -> None:
     assert all(example["query_id"] in train for example in examples)
     parsed = [parse_action(example["target"]) for example in examples]
     assert all(p.valid for p in parsed)
-    rewards = [env.reward_model.score(e["observation"]["query"], e["target"]).reward for e in examples]
+    rewards = [env.reward.score(e["observation"]["query"], e["target"]).reward for e in examples]
     assert np.mean(rewards) > 0.3, "warm-up targets should be expansions that help"
     prf = agents.make("prf", catalog="synthetic").act([example["observation"] for example in examples])
-    baseline = [env.reward_model.score(e["observation"]["query"], a).reward for e, a in zip(examples, prf, strict=True)]
+    baseline = [env.reward.score(e["observation"]["query"], a).reward for e, a in zip(examples, prf, strict=True)]
     assert np.mean(rewards) > np.mean(baseline), "the targets start from prf's expansions and keep what pays"
     for example, action in zip(examples, parsed, strict=True):
         observation = example["observation"]
-        shown = set(sft.WORD.findall(f"{observation['query']} {observation['context']}".lower()))
+        text = f"{observation['query']} {observation['context']} {observation['evidence']}"
+        shown = set(sft.WORD.findall(text.lower()))
         written = {word for expansion in action.expansions for word in sft.WORD.findall(expansion.lower())}
         assert written <= shown, "a target the policy cannot read off its observation teaches it to guess"
     with pytest.raises(ValueError, match="train split"):
@@ -283,15 +288,15 @@ def test_sft_examples_come_from_train_queries_and_are_valid_actions() -> None:
 def test_sft_targets_are_sets_whose_expansions_complement_each_other() -> None:
     """The greedy target beats its best single phrase, repeats nothing, and every phrase it adds pays."""
     env = LeserEnv(catalog="synthetic", split="train")
-    env.reset(options={"query": "garbage can my dog can't get into"})
+    query = "garbage can my dog can't get into"
     candidates = ["waste bin", "waste basket", "pedal bin", "waste bin", "dog bed", "kitchen"]
-    chosen = sft.greedy_expansion_set(env, candidates, max_expansions=5)
+    chosen = sft.greedy_expansion_set(env, query, candidates, max_expansions=5)
     assert chosen and len(chosen) == len(set(chosen)) <= 5
-    singles, _ = env.score_group([[phrase] for phrase in candidates])
-    prefixes, _ = env.score_group([chosen[: i + 1] for i in range(len(chosen))])
+    singles, _ = env.score_group(query, [[phrase] for phrase in candidates])
+    prefixes, _ = env.score_group(query, [chosen[: i + 1] for i in range(len(chosen))])
     assert prefixes[-1] >= singles.max()
     assert all(later > earlier for earlier, later in itertools.pairwise(prefixes)), "each phrase added must pay"
-    assert sft.greedy_expansion_set(env, [], max_expansions=5) == []
+    assert sft.greedy_expansion_set(env, query, [], max_expansions=5) == []
 
 
 def test_sft_lowers_the_loss_on_its_examples(tiny_policy, tmp_path: Path) -> None:
@@ -354,36 +359,18 @@ def test_sft_resumes_from_its_checkpoint(tiny_policy, tmp_path: Path) -> None:
     assert [record["step"] for record in resumed["log"]] == [1, 2]
 
 
-def test_the_engine_check_drops_only_expansions_that_match_nothing() -> None:
+def test_grpo_with_the_engine_check_scores_what_a_search_system_would_serve() -> None:
     env = LeserEnv(catalog="synthetic", split="train")
-    observation, _ = env.reset(options={"query_id": env.query_ids[0]})
-    query, matching = observation["query"], "chair"
-    assert env.engine.search(matching, 100).ids and not env.engine.search("zzqx qqzz", 100).ids
-
-    def check(text: str) -> str:
-        return drop_unmatched_expansions(text, query, env.engine, env.config)
-
-    checked = check(encode_action(["zzqx qqzz", matching], think="my reasons"))
-    assert parse_action(checked).expansions == (matching,) and checked.startswith("<think>my reasons</think>")
-    assert parse_action(check(encode_action(["zzqx qqzz"]))).expansions == (query,)  # nothing left: the query
-    untouched = encode_action([matching, "sofa"], think="mine")
-    assert check(untouched) == untouched
-    assert check("no answer block") == "no answer block"  # invalid stays invalid: the penalty is the policy's
-    for odd in ['"quoted" AND (x OR', "title:chair^2", "🪑 ~ * ?", "a" * 100]:
-        assert parse_action(check(encode_action([odd, matching]))).valid
-
-
-def test_grpo_with_the_engine_check_scores_what_the_agent_would_send() -> None:
-    env = LeserEnv(catalog="synthetic", split="train")
-    query = {"query_id": env.query_ids[0]}
+    checked_env = LeserEnv(catalog="synthetic", split="train", engine_check=True)
+    query = (env.observe(env.query_ids[0])[0]["query"], env.query_ids[0])
     with_dud, without = encode_action(["chair", "zzqx qqzz"]), encode_action(["chair"])
     raw, _ = grpo.score_groups(env, [query], [with_dud, without], group_size=2)
-    checked, infos = grpo.score_groups(env, [query], [with_dud, without], group_size=2, engine_check=True)
+    checked, infos = grpo.score_groups(checked_env, [query], [with_dud, without], group_size=2)
     assert raw[0, 0] < raw[0, 1]  # unchecked, the dud counts as relevance 0 in the mean
     assert checked[0, 0] == checked[0, 1] == raw[0, 1] and infos[0]["expansions"] == ["chair"]
 
 
-def test_ppo_with_the_engine_check_scores_what_the_agent_would_send(tiny_policy) -> None:
+def test_ppo_with_the_engine_check_scores_what_a_search_system_would_serve(tiny_policy) -> None:
     policy = tiny_policy()
     sample = policy.sample
 
@@ -394,8 +381,8 @@ def test_ppo_with_the_engine_check_scores_what_the_agent_would_send(tiny_policy)
 
     policy.sample = with_a_dud
     value_head = ppo.ValueHead(policy.model.config.hidden_size)
-    config = ppo.PPOConfig(queries_per_step=2, max_new_tokens=4, engine_check=True)
-    _, _, infos, _ = ppo.collect(policy, value_head, LeserEnv(catalog="synthetic"), config)
+    config = ppo.PPOConfig(queries_per_step=2, max_new_tokens=4)
+    _, _, infos, _ = ppo.collect(policy, value_head, LeserEnv(catalog="synthetic", engine_check=True), config)
     assert [info["expansions"] for info in infos] == [["chair"], ["chair"]]
 
 
@@ -407,7 +394,8 @@ def test_an_engine_checked_run_is_evaluated_with_the_check(tiny_model_dir: Path,
     assert agent.engine_check and json.loads((tmp_path / "agent.json").read_text())["config"]["engine_check"]
     assert agent.label == "grpo+check"  # tables tell it from the unchecked policy
     agent.policy.act = lambda observations: [encode_action(["chair", "zzqx qqzz"])] * len(observations)
-    assert parse_action(agent.act(OBSERVATIONS)[0]).expansions == ("chair",)
+    records = run_agent(agent, "synthetic", "test", limit=2, progress=False)
+    assert [record["expansions"] for record in records] == [["chair"], ["chair"]]  # scored behind the check
     assert agents.load(tmp_path, engine_check=False).label == "grpo"
 
 
