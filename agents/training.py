@@ -93,11 +93,16 @@ def save_checkpoint(
 def load_checkpoint(
     out: Path, optimizer: torch.optim.Optimizer, generator: np.random.Generator | None = None
 ) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
-    """Restore optimizer and random state; returns (step, log records, extra tensors)."""
+    """Restore optimizer and random state; returns (step, log records, extra tensors).
+
+    The ``.pt`` files are read with ``weights_only=True``: tensors and plain containers only, so a
+    crafted file in a run directory cannot run code on ``--resume``; anything else is refused
+    with an error naming the file.
+    """
     state = json.loads((out / STATE_FILE).read_text())
-    saved = torch.load(out / "optimizer.pt", weights_only=False)
+    saved = _torch_load(out / "optimizer.pt")
     optimizer.load_state_dict(saved.pop("optimizer"))
-    rng = torch.load(out / "rng.pt", weights_only=False)
+    rng = _torch_load(out / "rng.pt")
     torch.set_rng_state(rng["torch"])
     if generator is not None and rng.get("numpy") is not None:
         generator.bit_generator.state = rng["numpy"]
@@ -140,6 +145,17 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: st
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def _torch_load(path: Path) -> Any:
+    """A checkpoint file of tensors and plain containers; a clear error for anything else."""
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing from the checkpoint (resume needs it)") from None
+    except Exception as error:  # pickle.UnpicklingError for code, RuntimeError for a damaged archive
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a checkpoint file this project wrote ({first_line})") from None
 
 
 def _torch_save_atomically(payload: Any, path: Path) -> None:

@@ -5,14 +5,17 @@ judgement with the libraries called directly, in the same process and run, passe
 alternated so that both see the same machine load; best of 3 passes each. The ratio is ours /
 raw time per unit (1.00x = no overhead). Caches are cold for every pass of both: the engine's
 result cache, the reward's rel cache and the relevance features' query-encoding cache are
-cleared before each.
+cleared before each. The environment is made with ``feedback_evidence=False`` (the observation's
+PRF lines are a feature of their own, with no direct counterpart here); ``--evidence`` times it
+with them, against the same raw work, to show what they cost.
 
 Raw work of one episode: tantivy's own query parser (lenient, conjunctive, the engine's field
 boosts), ``Searcher.search`` and the ``row`` fast field for the context (top ``context_k`` = 5;
 again disjunctively when the conjunctive search finds nothing), for q and for each expansion
-(top 100 each: the reward needs every id for |U(Y)|); then ONE feature pass and ``predict``
-(``score_pairs``: the booster and the model's calibration) over the distinct rows of all those
-top-10s, and the reward's arithmetic (rel means, union size). Ours adds analysis, result
+(top 100 each); then ONE feature pass and ``predict`` (``score_pairs``: the booster and the
+model's calibration) over the distinct rows of all those results (the default reward judges
+every product of U(Y)), and the reward's arithmetic (rel means, the judged page, the judged
+union size). Ours adds analysis, result
 objects, action parsing, the observation's text and the step's info dict.
 
 - ``single env``: through ``gym.make("LESER-v0", catalog="homedepot", split="test")``,
@@ -102,8 +105,8 @@ def random_title_actions(catalog, rng: random.Random, count: int) -> list[str]:
 def clear_caches(env) -> None:
     """Empty every cache on the scoring path of a LeserEnv (engine, rel, query encodings)."""
     env.engine.clear_cache()
-    env.reward_model._rel_cache.clear()
-    env.reward_model.relevance.features._query_cache.clear()
+    env.reward.clear_cache()
+    env.reward.relevance.features._query_cache.clear()
 
 
 class BenchProbe(gym.Wrapper):
@@ -137,8 +140,8 @@ class Raw:
     """The reward's work done with tantivy, the features and the booster directly."""
 
     def __init__(self, env) -> None:
-        self.catalog, self.config, self.context_k = env.catalog, env.config, env.context_k
-        self.model = env.reward_model.relevance
+        self.catalog, self.config, self.context_k = env.catalog, env.reward.config, env.context_k
+        self.model = env.reward.relevance
         self.index, self.searcher, self.fields = env.engine.index, env.engine.searcher, list(FIELDS)
         self.boosts = {field: getattr(env.engine.boosts, field) for field in FIELDS}
 
@@ -148,8 +151,8 @@ class Raw:
         return self.searcher.fast_field_values("row", [address for _, address in hits]) if hits else []
 
     def episode(self, query: str, actions: list[str]) -> list[float]:
-        """Context, R(q), R(y) for every expansion, one predict over the distinct top-k rows; the rewards."""
-        depth, k = self.config.depth, self.config.rel_k
+        """Context, R(q), R(y) for every expansion, one predict over every distinct row; the rewards."""
+        depth, k, tau = self.config.depth, self.config.rel_k, self.config.relevance_threshold
         if not self.rows(query, self.context_k):
             self.rows(query, self.context_k, conjunctive=False)
         base = self.rows(query, depth)
@@ -157,8 +160,8 @@ class Raw:
             [self.rows(text, depth) for text in json.loads(action.split("<answer>")[1].split("</answer>")[0])]
             for action in actions
         ]
-        tops = [base[:k]] + [rows[:k] for per_action in results for rows in per_action]
-        distinct = np.unique(np.concatenate([np.asarray(top, dtype=np.int64) for top in tops]))
+        every = [base] + [rows for per_action in results for rows in per_action]
+        distinct = np.unique(np.concatenate([np.asarray(rows, dtype=np.int64) for rows in every]))
         score_of = {}
         if len(distinct):
             scores = self.model.score_pairs([query], np.zeros(len(distinct), dtype=np.int64), distinct)
@@ -167,11 +170,19 @@ class Raw:
         def rel(top: list[int]) -> float:
             return sum(score_of[row] for row in top) / len(top) if top else 0.0
 
-        base_rel, rewards = rel(base[:k]), []
+        def page(rows: set[int]) -> float:
+            return sum(sorted((score_of[r] for r in rows if score_of[r] >= tau), reverse=True)[:k]) / k
+
+        def judged(rows: set[int]) -> int:
+            return sum(score_of[r] >= tau for r in rows)
+
+        base_rel, base_set, rewards = rel(base[:k]), set(base), []
         for per_action in results:
-            union = set(base).union(*per_action)
+            union = base_set.union(*per_action)
             r_rel = sum(rel(rows[:k]) for rows in per_action) / len(per_action) - base_rel
-            rewards.append(r_rel + self.config.size_weight * np.log((1 + len(union)) / (1 + len(base))))
+            r_page = page(union) - page(base_set)
+            r_size = np.log((1 + judged(union)) / (1 + judged(base_set)))
+            rewards.append(r_rel + self.config.page_weight * r_page + self.config.size_weight * r_size)
         return rewards
 
     def run(self, episodes: list[Episode]) -> None:
@@ -248,9 +259,15 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--evidence", action="store_true", help="observations with the PRF evidence lines")
     args = parser.parse_args()
 
-    env_kwargs = {"catalog": "homedepot", "split": "test", "data_dir": args.data_dir}
+    env_kwargs = {
+        "catalog": "homedepot",
+        "split": "test",
+        "data_dir": args.data_dir,
+        "feedback_evidence": args.evidence,
+    }
     started = time.perf_counter()
     env = gym.make(leser_env.ENV_ID, **env_kwargs)
     setup_seconds = time.perf_counter() - started
@@ -303,8 +320,8 @@ def main() -> None:
 
     def ours_groups() -> None:
         for query_id, actions in groups:
-            env.reset(options={"query_id": query_id})
-            core.score_group(actions)
+            observation, _ = env.reset(options={"query_id": query_id})
+            core.score_group(observation["query"], actions, query_id)
 
     seconds, _ = interleaved({"ours": (clear_local, ours_groups), "raw": (clear_local, lambda: raw.run(groups))})
     record(f"score_group x{GROUP}", "groups", len(groups), seconds)

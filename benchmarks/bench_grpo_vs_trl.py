@@ -81,7 +81,7 @@ def observations(env: LeserEnv, context: bool) -> list[dict[str, str]]:
     result = []
     for seed in range(PROMPTS):
         observation, _ = env.reset(seed=seed)
-        result.append(observation if context else {**observation, "context": ""})
+        result.append(observation if context else {**observation, "context": "", "evidence": ""})
     return result
 
 
@@ -113,7 +113,7 @@ def ours(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list
         with TIMER.phase("step"):
             samples = policy.sample(prompts, n=GROUP, temperature=TEMPERATURE, max_new_tokens=NEW_TOKENS)
             with TIMER.phase("reward"):
-                queries = [{"query": observation["query"]} for observation in prompts]
+                queries = [(observation["query"], None) for observation in prompts]
                 rewards, _ = grpo.score_groups(env, queries, samples.texts, GROUP)
             grpo.update(policy, optimizer, samples, grpo.group_advantages(rewards), config)
         results.append(split(TIMER.take()))
@@ -128,10 +128,9 @@ def trl(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list[
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    reward_config = env.reward_model.config
     dataset = Dataset.from_list(
         [
-            {"prompt": render_messages(observation, reward_config), "query": observation["query"]}
+            {"prompt": render_messages(observation, env.action_limits), "query": observation["query"]}
             for observation in prompts
         ]
     )
@@ -146,8 +145,8 @@ def trl(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list[
             rewards = [0.0] * len(texts)
             for text_query in dict.fromkeys(query):
                 rows = [i for i, q in enumerate(query) if q == text_query]
-                env.reset(options={"query": text_query})
-                for row, value in zip(rows, env.score_group([texts[i] for i in rows])[0], strict=True):
+                scored, _ = env.score_group(text_query, [texts[i] for i in rows])
+                for row, value in zip(rows, scored, strict=True):
                     rewards[row] = float(value)
             return rewards
 

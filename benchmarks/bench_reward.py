@@ -1,14 +1,16 @@
 """Cost of scoring one GRPO group through the reward, against the raw work it stands on, in one run.
 
 A group is 4 actions x 5 expansions for one Home Depot test query (expansions are phrases
-from the titles of products labelled for that query, as a policy would write them). The
+from the titles of products labelled for that query, as a policy would write them), scored by
+the default reward (v2), which judges every product of U(Y), not only each top 10. The
 reference does the same work with the libraries called directly, action by action: tantivy's
 own query parser and ``Searcher.search`` for q and each expansion (top 100), then features
-and ``Booster.predict`` for the top 10 of each; and, tighter, the same searches with a single
-feature pass and ``predict`` over all those top-10s of the group. Ours: ``Reward.score_group`` with cold caches
-(cleared before every group), which parses the actions, searches and judges each distinct
-expansion once. Two kinds of group: all 20 expansions distinct, and repeats (the 4 actions
-drawn from 2 expansion sets, as a sharp policy samples).
+and ``Booster.predict`` for every product of the action's U(Y); and, tighter, the same searches
+with a single feature pass and ``predict`` over the distinct products of the whole group. Ours:
+``Reward.score_group`` with cold caches (cleared before every group), which parses the actions,
+searches each distinct expansion once and judges each product once per query. Two kinds of
+group: all 20 expansions distinct, and repeats (the 4 actions drawn from 2 expansion sets, as a
+sharp policy samples).
 
     python benchmarks/bench_reward.py [--groups 100] [--json]
 """
@@ -63,33 +65,32 @@ def main() -> None:
     boosts = {field: getattr(engine.boosts, field) for field in FIELDS}
     index, searcher, booster = engine.index, engine.searcher, model.boosters[model.objective]
 
+    def judge(query: str, rows: list[int]) -> None:
+        if rows:
+            matrix = model.features.features([query], np.zeros(len(rows), dtype=np.int64), np.array(rows))
+            booster.predict(matrix, num_threads=1)
+
+    def union_rows(query: str, action: str) -> list[int]:
+        """The rows of U(Y) for one action: tantivy's parser and searcher, top 100 of q and each expansion."""
+        expansions = json.loads(action.split("<answer>")[1].split("</answer>")[0])
+        rows: dict[int, None] = {}
+        for text in [query, *expansions]:
+            parsed, _ = index.parse_query_lenient(text, list(FIELDS), boosts, conjunction_by_default=True)
+            hits = searcher.search(parsed, limit=config.depth, count=True).hits
+            rows.update(dict.fromkeys(searcher.fast_field_values("row", [address for _, address in hits])))
+        return list(rows)
+
     def raw_group(query: str, actions: list[str]) -> None:
         for action in actions:
-            expansions = json.loads(action.split("<answer>")[1].split("</answer>")[0])
-            for text in [query, *expansions]:
-                parsed, _ = index.parse_query_lenient(text, list(FIELDS), boosts, conjunction_by_default=True)
-                hits = searcher.search(parsed, limit=config.depth, count=True).hits
-                rows = searcher.fast_field_values("row", [address for _, address in hits[: config.rel_k]])
-                if rows:
-                    matrix = model.features.features([query], np.zeros(len(rows), dtype=np.int64), np.array(rows))
-                    booster.predict(matrix, num_threads=1)
+            judge(query, union_rows(query, action))
 
     def raw_batched_group(query: str, actions: list[str]) -> None:
         """The tightest direct version: every search, then one feature pass and one predict per group."""
-        all_rows: list[int] = []
-        for action in actions:
-            expansions = json.loads(action.split("<answer>")[1].split("</answer>")[0])
-            for text in [query, *expansions]:
-                parsed, _ = index.parse_query_lenient(text, list(FIELDS), boosts, conjunction_by_default=True)
-                hits = searcher.search(parsed, limit=config.depth, count=True).hits
-                all_rows += searcher.fast_field_values("row", [address for _, address in hits[: config.rel_k]])
-        if all_rows:
-            matrix = model.features.features([query], np.zeros(len(all_rows), dtype=np.int64), np.array(all_rows))
-            booster.predict(matrix, num_threads=1)
+        judge(query, list(dict.fromkeys(row for action in actions for row in union_rows(query, action))))
 
     def ours_group(query: str, actions: list[str]) -> None:
         engine.clear_cache()
-        reward._rel_cache.clear()
+        reward.clear_cache()
         reward.score_group(query, actions)
 
     report = {"catalog": "homedepot", "groups": args.groups, "group": "4 actions x 5 expansions", "cases": {}}

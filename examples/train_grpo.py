@@ -16,7 +16,7 @@ from pathlib import Path
 
 import agents
 from agents import grpo, sft
-from agents.evaluate import compare, markdown_table
+from agents.evaluate import compare, markdown_table, paired_table
 from agents.policy import LLMPolicy
 from agents.training import has_checkpoint
 from leser_env.env import LeserEnv
@@ -61,6 +61,24 @@ def main() -> None:
     ]
     summaries = compare(contenders, args.catalog, "test", limit=args.limit, out=args.out / "comparison")
     print(markdown_table(summaries))
+    print(paired_table(summaries))
+    trained, prf = contenders[-1].label, "prf"
+    difference = summaries[trained]["paired"][prf]["mean_reward"]
+    if difference["low"] > 0:
+        verdict = "ahead of prf (the whole interval is above 0)"
+    elif difference["high"] < 0:
+        verdict = "behind prf (the whole interval is below 0)"
+    else:
+        verdict = "not distinguishable from prf on these queries (the interval contains 0)"
+    print(
+        f"{trained} - prf, mean reward on {summaries[prf]['queries']} test queries: {difference['difference']:+.4f} "
+        f"[{difference['low']:+.4f}, {difference['high']:+.4f}]: {verdict}. {args.grpo_steps} GRPO steps"
+        + (
+            "; the README's Results section records the longer run (150 warm-up, 40 GRPO steps)."
+            if args.grpo_steps < 40
+            else "."
+        )
+    )
     print(f"wrote {args.out / 'comparison'}: results.md, metrics.png, metrics.json, episodes.jsonl")
 
 

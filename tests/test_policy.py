@@ -262,6 +262,25 @@ def test_a_resumed_run_continues_from_the_saved_step(tiny_policy, tmp_path: Path
     assert resumed["log"][-1]["loss"] == pytest.approx(straight["log"][-1]["loss"], rel=1e-4, abs=1e-6)
 
 
+class RunsCode:
+    """A pickle payload: unpickling it would call os.getcwd (any callable could be named instead)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "rng.pt"])
+def test_resume_refuses_a_checkpoint_file_that_would_run_code(tiny_policy, tmp_path: Path, name: str) -> None:
+    config = grpo.GRPOConfig(steps=1, queries_per_step=1, group_size=2, max_new_tokens=4, checkpoint_every=1)
+    grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), config, tmp_path, progress=False)
+    torch.save({"optimizer": RunsCode(), "torch": RunsCode()}, tmp_path / name)
+    resumed = grpo.GRPOConfig(**{**config.__dict__, "steps": 2})
+    with pytest.raises(ValueError, match=f"{name}: not a checkpoint file this project wrote"):
+        grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), resumed, tmp_path, resume=True, progress=False)
+
+
 def test_sft_examples_come_from_train_queries_and_are_valid_actions() -> None:
     env = LeserEnv(catalog="synthetic", split="train")
     examples = sft.build_examples(env, count=40)
