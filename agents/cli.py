@@ -7,6 +7,7 @@ Errors in user input (a missing catalog, a malformed file) print one clear line 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from catalogs import CatalogError, load_catalog, write_catalog_dir
@@ -29,6 +31,8 @@ app.add_typer(catalog_app, name="catalog")
 
 console = Console()
 errors = Console(stderr=True)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_RESULTS = 10_000
 
 CatalogOption = Annotated[
     str, typer.Option("--catalog", "-c", help="synthetic, homedepot, wands, or a catalog directory.")
@@ -58,8 +62,13 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def json_text(payload: Any, indent: int | None = None) -> str:
+    """JSON that is always valid UTF-8: lone surrogates (undecodable input bytes) become U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", json.dumps(payload, indent=indent, ensure_ascii=False))
+
+
 def emit_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_text(payload, indent=2) + "\n")
 
 
 @catalog_app.command("info")
@@ -127,7 +136,7 @@ def search(
     query: Annotated[str, typer.Argument(help="The query text (any text; nothing is parsed as syntax).")],
     catalog: CatalogOption = "synthetic",
     data_dir: DataDirOption = None,
-    k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+    k: Annotated[int, typer.Option("-k", min=0, max=MAX_RESULTS, help="How many results (0..10000).")] = 10,
     mode: ModeOption = "and",
     as_json: JsonOption = False,
 ) -> None:
@@ -152,11 +161,11 @@ def search(
             }
         )
         return
-    table = Table(title=f"{query!r} on {loaded.name} ({mode}): {hits.total:,} matches")
+    table = Table(title=escape(f"{query!r} on {loaded.name} ({mode}): {hits.total:,} matches"))
     for column in ("#", "id", "score", "title"):
         table.add_column(column)
     for row in results:
-        table.add_row(str(row["rank"]), row["id"], f"{row['score']:.2f}", row["title"])
+        table.add_row(str(row["rank"]), escape(row["id"]), f"{row['score']:.2f}", escape(row["title"]))
     console.print(table)
 
 
@@ -256,10 +265,11 @@ def score(
     for column in ("line", "query", "expansions", "reward", "r_rel", "r_page", "r_size", "|R(q)|", "|U(Y)|", "error"):
         table.add_column(column, justify="right" if column not in ("query", "expansions", "error") else "left")
     failures = 0
-    for number, line in enumerate(sys.stdin, start=1):
-        if not line.strip():
+    for number, raw in enumerate(getattr(sys.stdin, "buffer", sys.stdin), start=1):
+        line, problem = _decode_line(raw)
+        if not line.strip() and not problem:
             continue
-        record, problem = _score_input(line)
+        record, problem = _score_input(line) if not problem else ({}, problem)
         if problem:
             failures += 1
             result = {"line": number, "error": problem}
@@ -267,15 +277,15 @@ def score(
             action = record["action"] if "action" in record else record["expansions"]
             result = {"line": number, "query": record["query"], **reward.score(record["query"], action).to_dict()}
         if as_json:
-            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_text(result) + "\n")
             sys.stdout.flush()
         elif problem:
-            table.add_row(str(number), "", "", "", "", "", "", "", "", problem)
+            table.add_row(str(number), "", "", "", "", "", "", "", "", escape(problem))
         else:
             table.add_row(
                 str(number),
-                result["query"],
-                "; ".join(result["expansions"]),
+                escape(result["query"]),
+                escape("; ".join(result["expansions"])),
                 f"{result['reward']:.4f}",
                 f"{result['r_rel']:.4f}",
                 f"{result['r_page']:.4f}",
@@ -291,12 +301,26 @@ def score(
         raise typer.Exit(1)
 
 
+def _decode_line(raw: bytes | str) -> tuple[str, str]:
+    """An input line as text, or the reason it is not UTF-8."""
+    if isinstance(raw, str):
+        return raw, ""
+    try:
+        return raw.decode("utf-8"), ""
+    except UnicodeDecodeError as error:
+        return "", f"not valid UTF-8 (byte {error.start})"
+
+
 def _score_input(line: str) -> tuple[dict, str]:
     """A decoded input record, or the reason it is not one."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         return {}, f"not JSON: {error.msg}"
+    except (ValueError, RecursionError) as error:  # a 5,000-digit number, brackets nested 1,000 deep
+        return {}, f"not JSON this tool reads: {type(error).__name__}: {str(error)[:80]}"
+    if _LONE_SURROGATE.search(json.dumps(record, ensure_ascii=False)):
+        return {}, "a string holds a lone surrogate (\\ud800-\\udfff), which no UTF-8 text can"
     if not isinstance(record, dict):
         return {}, "expected a JSON object"
     if not isinstance(record.get("query"), str):

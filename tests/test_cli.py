@@ -115,3 +115,45 @@ def test_relevance_evaluate_writes_metrics_and_plot(catalog_dir: Path, tmp_path:
     assert set(report["ndcg@10"]) == {"gbdt_cross_entropy", "gbdt_lambdarank", "bm25"}
     assert json.loads((tmp_path / "metrics.json").read_text())["ndcg@10"] == report["ndcg@10"]
     assert (tmp_path / "feature_importance.png").stat().st_size > 1000
+
+
+def test_score_gives_every_hostile_line_its_own_error_and_goes_on(catalog_dir: Path) -> None:
+    """Lines that used to stop the run (and lose every line after them) now each get one error line."""
+    good = json.dumps({"query": "grey sofa", "expansions": ["grey couch"]}).encode()
+    hostile = [
+        b'{"query": "chair\\ud800", "expansions": ["chair"]}',  # a lone surrogate
+        b'{"query": "chair", "expansions": [' + b"9" * 5000 + b"]}",  # a 5,000-digit integer
+        b'{"query": "chair", "expansions": ' + b"[" * 1000 + b"]" * 1000 + b"}",  # nesting 1,000 deep
+        b'{"query": "chair\xff", "expansions": ["chair"]}',  # not UTF-8
+    ]
+    lines = b"\n".join([good, *hostile, good]) + b"\n"
+    result = runner.invoke(app, ["score", "--catalog", str(catalog_dir), "--json"], input=lines)
+    assert result.exit_code == 1, result.output
+    records = [json.loads(line) for line in result.stdout_bytes.decode("utf-8").splitlines()]
+    assert [record["line"] for record in records] == [1, 2, 3, 4, 5, 6]
+    assert records[0]["valid"] and records[5]["valid"] and records[0]["reward"] == records[5]["reward"]
+    for record in records[1:5]:
+        assert set(record) == {"line", "error"}
+    assert "surrogate" in records[1]["error"] and "UTF-8" in records[4]["error"]
+
+
+def test_markup_in_user_and_catalog_text_is_shown_as_text(catalog_dir: Path) -> None:
+    searched = invoke("search", "[/] [red]chair", "--catalog", str(catalog_dir))
+    assert searched.exit_code == 0, searched.output
+    assert "[red]chair" in searched.stdout
+    line = json.dumps({"query": "[/]", "expansions": ["[red]chair"]})
+    scored = runner.invoke(app, ["score", "--catalog", str(catalog_dir)], input=line + "\n", env={"COLUMNS": "300"})
+    assert scored.exit_code == 0, scored.output
+    assert "[red]chair" in scored.stdout and "[/]" in scored.stdout
+
+
+@pytest.mark.parametrize("k", ["-1", "10001", "4294967296", "9223372036854775807", "99999999999999999999"])
+def test_search_bounds_k(catalog_dir: Path, k: str) -> None:
+    result = invoke("search", "sofa", "--catalog", str(catalog_dir), "-k", k)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_search_json_is_valid_utf8_for_undecodable_arguments(catalog_dir: Path) -> None:
+    result = invoke("search", "chair\udcff", "--catalog", str(catalog_dir), "--json")  # how Python passes b"\xff"
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout_bytes.decode("utf-8"))["query"] == "chair\ufffd"
