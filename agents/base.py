@@ -107,6 +107,8 @@ def load(path: str | Path, **overrides: Any) -> Agent:
 
 
 def read_agent_file(path: str | Path) -> dict[str, Any]:
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{path}: not a directory (an agent checkpoint is the run directory)")
     file = Path(path) / AGENT_FILE
     try:
         record = json.loads(file.read_text())

@@ -363,7 +363,7 @@ def reward_audit(
 
 
 SplitOption = Annotated[str, typer.Option("--split", help="train, validation or test.")]
-LimitOption = Annotated[int | None, typer.Option("--limit", help="Only the first N queries of the split.")]
+LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N queries of the split.")]
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="Write metrics.json, episodes.jsonl, results.md, metrics.png.")
 ]

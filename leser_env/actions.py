@@ -117,7 +117,7 @@ def parse_action(text: object, limits: ActionLimits = ActionLimits()) -> ParsedA
         body = fenced.group(1).strip()
     try:
         decoded = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, a 5,000-digit number, deep nesting
         message = getattr(error, "msg", type(error).__name__)
         return ParsedAction(error=FormatError.BAD_JSON, detail=f"the answer is not valid JSON ({message})")
     return validate_expansions(decoded, limits)

@@ -328,8 +328,9 @@ class ExpansionListAction(gym.ActionWrapper):
             spaces.Text(max_length=limits.max_chars, min_length=1, charset=env.unwrapped.charset)
         )
 
-    def action(self, action: Sequence[str]) -> str:
-        return encode_action(list(action))
+    def action(self, action: Sequence[str]) -> Any:
+        """A list of strings becomes the action text; anything else goes through to get the format penalty."""
+        return encode_action(list(action)) if isinstance(action, list | tuple) else action
 
 
 _CHARSETS: dict[str, str] = {}

@@ -157,3 +157,17 @@ def test_search_json_is_valid_utf8_for_undecodable_arguments(catalog_dir: Path) 
     result = invoke("search", "chair\udcff", "--catalog", str(catalog_dir), "--json")  # how Python passes b"\xff"
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout_bytes.decode("utf-8"))["query"] == "chair\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("evaluate", "--agent", "prf", "--limit", "0"), "--limit"),
+        (("evaluate", "--agent", "prf", "--limit", "-1"), "--limit"),
+        (("evaluate", "--checkpoint", __file__), "not a directory"),
+        (("compare", "--agents", ""), "no agents to compare"),
+    ],
+)
+def test_evaluation_arguments_are_checked(args: tuple[str, ...], message: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2 and message in result.output + result.stderr and "Traceback" not in result.output

@@ -247,3 +247,16 @@ def test_engine_check_drops_expansions_that_match_nothing(env: LeserEnv) -> None
     assert kept["reward"] > plain["reward"]  # a zero-relevance expansion no longer drags the mean down
     nothing = checked.score_group("sofa", [encode_action(["zzqx nonexistent"])])[0]
     assert nothing[0] == 0.0  # every expansion dropped: the query alone is served
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["<answer>[" + "9" * 5000 + "]</answer>", "<answer>" + "[" * 2000 + "]" * 2000 + "</answer>", None, 12, {"a": 1}],
+)
+def test_hostile_actions_get_the_format_penalty(env: LeserEnv, action: object) -> None:
+    env.reset(seed=1)
+    _, reward, terminated, _, info = env.step(action)
+    assert terminated and reward == env.reward.config.format_penalty and not info["reward_breakdown"]["valid"]
+    wrapped = ExpansionListAction(LeserEnv(catalog="synthetic"))
+    wrapped.reset(seed=1)
+    assert wrapped.step(action)[1] == env.reward.config.format_penalty
