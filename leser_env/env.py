@@ -119,12 +119,12 @@ class LeserEnv(gym.Env):
         self.split = Split(split)
         self.engine = engine_for(catalog, data_dir)
         self.action_limits = action_limits or ActionLimits()
-        if isinstance(reward, RewardFunction) and not isinstance(reward, Reward):
+        if isinstance(reward, RewardFunction):  # a reward object (a Reward subclass included) is used as it is
             if mode is not None or engine_check is not None:
-                raise ValueError("mode and engine_check configure the built-in reward, not a custom reward object")
+                raise ValueError("mode and engine_check configure a reward config, not a reward object")
             self.reward: RewardFunction = reward
         else:
-            config = reward.config if isinstance(reward, Reward) else RewardConfig.resolve(reward)
+            config = RewardConfig.resolve(reward)
             overrides = {"mode": mode, "engine_check": engine_check}
             config = replace(config, **{key: value for key, value in overrides.items() if value is not None})
             self.reward = Reward(self.engine, relevance_for(catalog, data_dir), config, self.action_limits)

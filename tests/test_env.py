@@ -206,8 +206,23 @@ def test_a_custom_reward_object_plugs_into_the_env(env: LeserEnv) -> None:
     _, reward, _, _, step_info = custom.step(action)
     plain, _ = env.score_group(observation["query"], [action], info["query_id"])
     assert reward == pytest.approx(plain[0] - 0.5) and step_info["reward_breakdown"]["reward"] == reward
-    with pytest.raises(ValueError, match="custom reward"):
+    with pytest.raises(ValueError, match="not a reward object"):
         LeserEnv(catalog="synthetic", reward=LengthPenalty(env.reward, 0.1), engine_check=True)
+
+
+class RelevanceOnly(Reward):
+    """A reward variant as a subclass: only the paper's relevance term counts."""
+
+    def combine(self, r_rel: float, r_page: float, r_size: float) -> float:
+        return r_rel
+
+
+def test_a_reward_subclass_is_used_as_it_is(env: LeserEnv) -> None:
+    custom = LeserEnv(catalog="synthetic", reward=RelevanceOnly(env.reward.engine, env.reward.relevance))
+    custom.reset(options={"query": "chair for my aching back after long workdays"})  # matches nothing alone
+    _, reward, _, _, step_info = custom.step(encode_action(["office chair"]))
+    terms = step_info["reward_breakdown"]
+    assert reward == terms["r_rel"] and terms["r_page"] > 0 and terms["r_size"] > 0
 
 
 def test_observe_and_score_group_are_stateless(env: LeserEnv, synthetic: Catalog) -> None:
