@@ -64,6 +64,7 @@ def episode_stats(
         "reward_mean": float(np.mean(rewards)),
         "reward_std": float(np.std(rewards)),
         "r_rel": float(np.mean([b["r_rel"] for b in breakdowns])),
+        "r_page": float(np.mean([b["r_page"] for b in breakdowns])),
         "r_size": float(np.mean([b["r_size"] for b in breakdowns])),
         "valid_rate": float(np.mean([b["valid"] for b in breakdowns])),
         "completion_tokens": float(np.mean([len(ids) for ids in completions])),
