@@ -367,6 +367,12 @@ LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Only th
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="Write metrics.json, episodes.jsonl, results.md, metrics.png.")
 ]
+DeviceOption = Annotated[
+    str | None, typer.Option("--device", help="LLM agents: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
+]
+DtypeOption = Annotated[
+    str | None, typer.Option("--dtype", help="LLM agents: auto (bfloat16 on a GPU), float32, bfloat16, float16.")
+]
 EngineCheckOption = Annotated[
     bool,
     typer.Option("--engine-check", help="LLM agents: drop the expansions the engine matches nothing for."),
@@ -374,7 +380,14 @@ EngineCheckOption = Annotated[
 
 
 def build_agent(
-    name: str, checkpoint: Path | None, catalog: str, data_dir: Path | None, seed: int, engine_check: bool = False
+    name: str,
+    checkpoint: Path | None,
+    catalog: str,
+    data_dir: Path | None,
+    seed: int,
+    engine_check: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
 ):
     """An agent by registry name, or restored from a checkpoint directory."""
     import agents
@@ -382,6 +395,7 @@ def build_agent(
     options: dict[str, Any] = {"catalog": catalog, "data_dir": str(data_dir) if data_dir else None}
     if engine_check:
         options["engine_check"] = True
+    options.update({key: value for key, value in (("device", device), ("dtype", dtype)) if value})
     built = agents.load(checkpoint, **options) if checkpoint is not None else agents.make(name, seed=seed, **options)
     if engine_check and not hasattr(built, "engine_check"):
         raise ValueError(f"--engine-check is for LLM agents (sft, grpo, ppo), not {built.name!r}")
@@ -437,11 +451,13 @@ def evaluate_command(
     as_json: JsonOption = False,
     engine_check: EngineCheckOption = False,
     reward_preset: RewardOption = "default",
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
 ) -> None:
     """Run one agent over every query of a split and report the metrics."""
     from agents.evaluate import evaluate
 
-    built = build_agent(agent, checkpoint, catalog, data_dir, seed, engine_check)
+    built = build_agent(agent, checkpoint, catalog, data_dir, seed, engine_check, device, dtype)
     data = str(data_dir) if data_dir else None
     summary = evaluate(built, catalog, split, data, limit, out, progress=not as_json, reward=reward_preset)
     if as_json:
@@ -498,12 +514,15 @@ def train_command(
     engine_check: Annotated[
         bool, typer.Option("--engine-check", help="grpo, ppo: score and act without expansions that match nothing.")
     ] = False,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
 ) -> None:
     """Train an LLM agent; `leser evaluate --checkpoint OUT` evaluates the result."""
     from agents.policy import LLMPolicy, PolicyConfig
 
     data = str(data_dir) if data_dir else None
-    policy_config = PolicyConfig(model=model) if model else PolicyConfig()
+    placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value}
+    policy_config = PolicyConfig(**({"model": model} if model else {}), **placement)
     if engine_check and agent not in ("grpo", "ppo"):
         raise ValueError("--engine-check trains grpo and ppo (the warm-up imitates fixed targets)")
     if agent == "sft":
@@ -528,9 +547,9 @@ def train_command(
         config_class = algorithm.GRPOConfig if agent == "grpo" else algorithm.PPOConfig
         config = config_class(seed=seed, **({"steps": steps} if steps else {}))
         if resume and has_checkpoint(out):
-            policy = LLMPolicy.load(out / "policy")
+            policy = LLMPolicy.load(out / "policy", **placement)
         elif init is not None:
-            policy = LLMPolicy.continue_from(init / "policy" if (init / "policy").is_dir() else init)
+            policy = LLMPolicy.continue_from(init / "policy" if (init / "policy").is_dir() else init, **placement)
         else:
             policy = LLMPolicy(policy_config)
         env = LeserEnv(catalog=catalog, data_dir=data, split="train", engine_check=engine_check or None)

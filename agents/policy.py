@@ -24,7 +24,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ class PolicyConfig:
     max_new_tokens: int = 96
     temperature: float = 0.9
     top_p: float = 1.0
-    dtype: str = "float32"
+    device: str = "auto"  # "auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N", "mps"
+    dtype: str = "auto"  # "auto" (bfloat16 on a GPU that supports it, else float32), "float32", "bfloat16", "float16"
     # Adapters merged into the base weights before the trainable one, oldest first, as directories
     # relative to the saved policy: a run started from a warmed-up policy keeps that policy as its
     # frozen base, so the KL reference (the adapter disabled) is the warmed-up policy.
@@ -118,6 +119,36 @@ def default_model_path(cache: str | Path | None = None) -> Path:
     return target
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device a policy runs on; "auto" is CUDA when available, else MPS, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, not {name!r} ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but this torch sees no CUDA GPU (use device='auto' or 'cpu')")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype; "auto" is bfloat16 on a CUDA GPU that supports it, float32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, not {name!r}")
+    return DTYPES[name]
+
+
 def resolve_model(name: str) -> str:
     return str(default_model_path()) if name == DEFAULT_MODEL else name
 
@@ -168,10 +199,13 @@ class LLMPolicy:
 
         self.config = config or PolicyConfig()
         self.limits = limits or ActionLimits()
+        self.device = resolve_device(self.config.device)
+        self.dtype = resolve_dtype(self.config.dtype, self.device)
         if model is None:
             path = resolve_model(self.config.model)
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.config.dtype))
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+        model = model.to(device=self.device, dtype=self.dtype)
         self.tokenizer = tokenizer
         if END_OF_TURN in self.tokenizer.get_vocab():
             self.stop_token = END_OF_TURN
@@ -195,6 +229,7 @@ class LLMPolicy:
                 task_type="CAUSAL_LM",
             )
             self.model = get_peft_model(model, lora)
+        self.model.to(self.device)  # adapters load where their base lives; a saved one may come from another device
         self.model.config.use_cache = True
         self.share_prompts = True  # switched off for good the first time the model's cache cannot be shared
 
@@ -375,7 +410,7 @@ class LLMPolicy:
         are computed per distinct prompt, then repeated for its completions (gradients flow back
         through the repetition into the one prompt pass). None when the model's cache cannot be
         repeated (the caller then encodes each prompt with its completion)."""
-        index = torch.tensor([groups.index(tuple(prompt)) for prompt in prompts], dtype=torch.long)
+        index = torch.tensor([groups.index(tuple(prompt)) for prompt in prompts], dtype=torch.long, device=self.device)
         prompt_ids, prompt_mask = self._left_pad([list(group) for group in groups])
         prompt_positions = _positions(prompt_mask)
         first = self.model(
@@ -392,7 +427,8 @@ class LLMPolicy:
             return None
         cache.reorder_cache(index)
         attention = torch.cat([prompt_mask[index], completion_mask], dim=1)
-        positions = prompt_mask.sum(-1)[index][:, None] + torch.arange(completion_ids.shape[1])[None, :]
+        offsets = torch.arange(completion_ids.shape[1], device=self.device)
+        positions = prompt_mask.sum(-1)[index][:, None] + offsets[None, :]
         rest = self.model(
             input_ids=completion_ids,
             attention_mask=attention,
@@ -475,7 +511,7 @@ class LLMPolicy:
         for i, row in enumerate(rows):
             ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
             mask[i, width - len(row) :] = 1
-        return ids, mask
+        return ids.to(self.device), mask.to(self.device)
 
     def _right_pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max((len(row) for row in rows), default=0) or 1  # at least one column, even if all are empty
@@ -484,7 +520,7 @@ class LLMPolicy:
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
             mask[i, : len(row)] = 1
-        return ids, mask
+        return ids.to(self.device), mask.to(self.device)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -499,7 +535,11 @@ def _read_policy_config(path: Path, overrides: dict[str, Any]) -> PolicyConfig:
         raise FileNotFoundError(f"{path / POLICY_FILE}: not found (is {path} a saved policy?)") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path / POLICY_FILE}: not valid JSON ({error.msg})") from None
-    return PolicyConfig(**{**saved, **{key: value for key, value in overrides.items() if key in saved}})
+    known = {item.name for item in fields(PolicyConfig)}
+    if not isinstance(saved, dict) or set(saved) - known:
+        unknown = sorted(set(saved) - known) if isinstance(saved, dict) else "not an object"
+        raise ValueError(f"{path / POLICY_FILE}: not a policy config this version reads (unknown: {unknown})")
+    return PolicyConfig(**{**saved, **{key: value for key, value in overrides.items() if key in known}})
 
 
 class LLMAgent(Agent):
@@ -521,18 +561,23 @@ class LLMAgent(Agent):
         policy_dir: str | None = None,
         model: str | None = None,
         engine_check: bool = False,
+        device: str | None = None,
+        dtype: str | None = None,
         **config: Any,
     ) -> None:
+        """``device`` and ``dtype`` (see ``PolicyConfig``) say where this process runs the policy; they
+        are not part of the agent's description, so a run trained on a GPU is evaluated anywhere."""
         super().__init__(
             catalog, data_dir, seed, policy_dir=policy_dir, model=model, engine_check=engine_check, **config
         )
         self.engine_check = bool(engine_check)
+        placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value}
         if policy_dir:
-            self.policy = LLMPolicy.load(policy_dir)
+            self.policy = LLMPolicy.load(policy_dir, **placement)
         elif self.needs_training:
             raise ValueError(f"the {self.name} agent needs a trained policy: pass --checkpoint RUN_DIR")
         else:
-            self.policy = LLMPolicy(PolicyConfig(model=model) if model else PolicyConfig())
+            self.policy = LLMPolicy(PolicyConfig(**({"model": model} if model else {}), **placement))
 
     @property
     def label(self) -> str:

@@ -141,7 +141,7 @@ def collect(
             batch["advantages"].append(advantages)
             batch["returns"].append(returns)
             batch["kl"].append(samples.logprobs[index] - reference[index])
-    flat = torch.cat(batch["advantages"]) if batch["advantages"] else torch.zeros(0)
+    flat = torch.cat(batch["advantages"]) if batch["advantages"] else torch.zeros(0, device=policy.device)
     if flat.numel() > 1:  # whiten over the batch
         mean, std = flat.mean(), flat.std() + 1e-6
         batch["advantages"] = [(a - mean) / std for a in batch["advantages"]]
@@ -205,7 +205,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     env.reset(seed=config.seed)
-    value_head = ValueHead(policy.model.config.hidden_size)
+    value_head = ValueHead(policy.model.config.hidden_size).to(policy.device)
     optimizer = torch.optim.AdamW(
         [
             {"params": list(policy.trainable_parameters()), "lr": config.learning_rate},
@@ -241,7 +241,7 @@ def train(
                     asdict(config),
                     log,
                     env.np_random,
-                    extra={"value_head": value_head.state_dict()},
+                    extra={"value_head": {k: v.cpu() for k, v in value_head.state_dict().items()}},
                 )
     log.close()
     plot_learning_curve(log.records, out / "learning_curve.png", f"PPO on {env.catalog.name}")

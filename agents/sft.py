@@ -222,7 +222,9 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     env = LeserEnv(catalog=catalog, data_dir=data_dir, split="train")
     resuming = resume and has_checkpoint(out)
-    policy = LLMPolicy.load(out / "policy") if resuming else LLMPolicy(policy_config or PolicyConfig())
+    policy_config = policy_config or PolicyConfig()
+    placement = {"device": policy_config.device, "dtype": policy_config.dtype}  # where this process runs it
+    policy = LLMPolicy.load(out / "policy", **placement) if resuming else LLMPolicy(policy_config)
     examples = build_examples(env, config.examples, config.max_expansions, config.candidates_per_query, config.seed)
     validation_env = LeserEnv(catalog=catalog, data_dir=data_dir, split="validation")
     held_out = [validation_env.observe(qid)[0] for qid in validation_env.query_ids[:validation_queries]]

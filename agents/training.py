@@ -151,7 +151,7 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: st
 def _torch_load(path: Path) -> Any:
     """A checkpoint file of tensors and plain containers; a clear error for anything else."""
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True, map_location="cpu")  # a GPU run resumes anywhere
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing from the checkpoint (resume needs it)") from None
     except Exception as error:  # pickle.UnpicklingError for code, RuntimeError for a damaged archive
