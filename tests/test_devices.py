@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from agents import grpo
-from agents.policy import LLMPolicy, resolve_device, resolve_dtype
+from agents.model_loading import resolve_device, resolve_dtype
+from agents.policy import LLMPolicy
 from leser_env.env import LeserEnv
 
 OBSERVATIONS = [{"query": "chair for back pain", "context": "- Ergonomic Office Chair | Furniture > Chairs"}]
