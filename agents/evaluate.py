@@ -191,10 +191,14 @@ def compare(
             "reward": _reward_name(reward),
             **summarize(episodes[agent.label]),
         }
-    for name in names:
-        others = {other: paired_differences(episodes[name], episodes[other]) for other in names if other != name}
-        if others:
-            summaries[name]["paired"] = others
+    for index, name in enumerate(names):  # each pair once; the reverse direction is its negation
+        for other in names[index + 1 :]:
+            forward = paired_differences(episodes[name], episodes[other])
+            backward = {
+                m: {"difference": -d["difference"], "low": -d["high"], "high": -d["low"]} for m, d in forward.items()
+            }
+            summaries[name].setdefault("paired", {})[other] = forward
+            summaries[other].setdefault("paired", {})[name] = backward
     if out is not None:
         write_report(Path(out), summaries, episodes)
     return summaries
