@@ -26,11 +26,11 @@ from agents.base import Agent, register
 from catalogs import load_catalog
 from leser_env.actions import ActionLimits, encode_action, normalize_expansion
 from leser_env.feedback import MAX_WORD_CHARS, FeedbackTerms, PseudoRelevanceFeedback
+from leser_env.search import LONE_SURROGATES
 
 LIMITS = ActionLimits()  # the environment's default format limits: 1..5 expansions of 1..100 characters
 PLACEHOLDER = "product"  # the expansion of last resort when there is no text to work from
 _LETTERS = re.compile(r"[^\W\d_]+")  # runs of letters only
-_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -48,8 +48,8 @@ def observation_fields(observation: object) -> tuple[str, str]:
         return "", ""
     query, context = observation.get("query", ""), observation.get("context", "")
     return (
-        _SURROGATES.sub(" ", query) if isinstance(query, str) else "",
-        _SURROGATES.sub(" ", context) if isinstance(context, str) else "",
+        LONE_SURROGATES.sub(" ", query) if isinstance(query, str) else "",
+        LONE_SURROGATES.sub(" ", context) if isinstance(context, str) else "",
     )
 
 

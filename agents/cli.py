@@ -7,7 +7,6 @@ Errors in user input (a missing catalog, a malformed file) print one clear line 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -20,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from catalogs import CatalogError, load_catalog, write_catalog_dir
+from leser_env.search import LONE_SURROGATES
 
 app = typer.Typer(
     help="LESER-Gym: search-engine-feedback RL for e-commerce query expansion.",
@@ -31,7 +31,6 @@ app.add_typer(catalog_app, name="catalog")
 
 console = Console()
 errors = Console(stderr=True)
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_RESULTS = 10_000
 
 CatalogOption = Annotated[
@@ -64,7 +63,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def json_text(payload: Any, indent: int | None = None) -> str:
     """JSON that is always valid UTF-8: lone surrogates (undecodable input bytes) become U+FFFD."""
-    return _LONE_SURROGATE.sub("\ufffd", json.dumps(payload, indent=indent, ensure_ascii=False))
+    return LONE_SURROGATES.sub("\ufffd", json.dumps(payload, indent=indent, ensure_ascii=False))
 
 
 def emit_json(payload: Any) -> None:
@@ -319,7 +318,7 @@ def _score_input(line: str) -> tuple[dict, str]:
         return {}, f"not JSON: {error.msg}"
     except (ValueError, RecursionError) as error:  # a 5,000-digit number, brackets nested 1,000 deep
         return {}, f"not JSON this tool reads: {type(error).__name__}: {str(error)[:80]}"
-    if _LONE_SURROGATE.search(json.dumps(record, ensure_ascii=False)):
+    if LONE_SURROGATES.search(json.dumps(record, ensure_ascii=False)):
         return {}, "a string holds a lone surrogate (\\ud800-\\udfff), which no UTF-8 text can"
     if not isinstance(record, dict):
         return {}, "expected a JSON object"

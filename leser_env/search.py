@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import unicodedata
@@ -71,6 +72,9 @@ class Hits:
 
 
 EMPTY_HITS = Hits((), (), 0)
+
+
+LONE_SURROGATES = re.compile("[\ud800-\udfff]")  # what undecodable input bytes become; no UTF-8 text holds them
 
 
 def normalize_text(text: str) -> str:
