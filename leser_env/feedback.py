@@ -134,6 +134,7 @@ class Feedback:
     anchor: int | None  # the product noun's column
     candidates: list[int]  # expansion terms, strongest first (not the anchor, not query terms)
     spelling: dict[str, str]  # index term -> the word to write
+    query_spelling: dict[str, str]  # index term -> the word the shopper wrote for it
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,9 @@ class PseudoRelevanceFeedback:
         rows, scores = self.feedback(query)
         stats = self.statistics
         query_columns = list(dict.fromkeys(stats.column[t] for t in self.engine.analyze(query) if t in stats.column))
+        own = self.query_spelling(query)
         if not rows:
-            return Feedback([], None, query_columns, None, [], {})
+            return Feedback([], None, query_columns, None, [], {}, own)
         terms = self.weigh(rows, scores, query_columns)
         anchor = self.anchor(terms, query_columns)
         enough = min(self.min_feedback_docs, len(rows))
@@ -210,7 +212,7 @@ class PseudoRelevanceFeedback:
             if terms.documents[p] >= enough and stats.usable[terms.columns[p]]
         ]
         candidates = [c for c in candidates if c != anchor and c not in query_columns]
-        return Feedback(rows, terms, query_columns, anchor, candidates, self.surface_forms(rows, query))
+        return Feedback(rows, terms, query_columns, anchor, candidates, self.surface_forms(rows, own), own)
 
     def evidence(self, query: str, top: int = 8) -> Evidence:
         """The observation's view of the feedback: top terms with weights, query word counts, anchor."""
@@ -225,9 +227,8 @@ class PseudoRelevanceFeedback:
             for column in analysed.candidates[:top]:
                 position = analysed.terms.position(column)
                 terms.append((word(column), float(analysed.terms.weights[position])))
-        own = self._query_spelling(query)
         query_words = [
-            (own.get(term, term), self.engine.search_terms_many([(term,)], 0, "and")[0].total)
+            (analysed.query_spelling.get(term, term), self.engine.search_terms_many([(term,)], 0, "and")[0].total)
             for term in self.engine.analyze(query)[:16]
         ]
         return Evidence(tuple(terms), tuple(query_words), None if analysed.anchor is None else word(analysed.anchor))
@@ -288,7 +289,7 @@ class PseudoRelevanceFeedback:
         best = max(shared, key=lambda p: (feedback.titles[p], feedback.weights[p]))
         return int(feedback.columns[best])
 
-    def surface_forms(self, rows: Sequence[int], query: str) -> dict[str, str]:
+    def surface_forms(self, rows: Sequence[int], query_spelling: dict[str, str]) -> dict[str, str]:
         """Index term -> the word to write: the shopper's own for query terms, else the feedback products' commonest."""
         stats, products = self.statistics, self.catalog_data.products
         spellings: Counter[tuple[str, str]] = Counter()
@@ -300,10 +301,10 @@ class PseudoRelevanceFeedback:
         surface: dict[str, str] = {}
         for (stem, word), _ in spellings.most_common():
             surface.setdefault(stem, word)
-        surface.update(self._query_spelling(query))
+        surface.update(query_spelling)
         return surface
 
-    def _query_spelling(self, query: str) -> dict[str, str]:
+    def query_spelling(self, query: str) -> dict[str, str]:
         """Index term -> the word the shopper wrote for it."""
         spelling: dict[str, str] = {}
         for word in _WORDS.findall(normalize_text(query).lower())[:256]:
