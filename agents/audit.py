@@ -60,10 +60,10 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import kendalltau
 
-from agents.base import write_json_atomically
 from agents.baselines import PLACEHOLDER, PseudoRelevanceFeedbackAgent, fit_expansion, lowercase_letter_words
 from agents.evaluate import BOOTSTRAP_RESAMPLES, progress_bar
 from catalogs import Catalog, Split, load_catalog, split_of
+from catalogs.storage import atomic_file, write_atomically, write_json_atomically
 from leser_env.actions import validate_expansions
 from leser_env.metrics import interleave, ndcg_at_k, recall
 from leser_env.relevance import grade_range
@@ -375,7 +375,8 @@ def plot(report: dict, path: Path) -> None:
     axis.set_title(f"{report['catalog']} ({report['split']}, {report['labelled_queries']} labelled queries)")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_file(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=110)
     plt.close(figure)
 
 
@@ -409,7 +410,7 @@ def run_audit(
     lowest_grade = grade_range(loaded)[0]
     out.mkdir(parents=True, exist_ok=True)
     audits = []
-    with progress_bar(progress) as bar, (out / "candidates.jsonl").open("w") as lines:
+    with progress_bar(progress) as bar, atomic_file(out / "candidates.jsonl") as lines:
         task = bar.add_task(f"auditing {split} queries", total=len(query_ids))
         for query_id in query_ids:
             if loaded.relevant(query_id):
@@ -420,6 +421,6 @@ def run_audit(
             bar.advance(task)
     report = summarize(loaded, split, len(query_ids), audits, configs)
     write_json_atomically(out / "audit.json", report)
-    (out / "audit.md").write_text(markdown(report))
+    write_atomically(out / "audit.md", markdown(report))
     plot(report, out / "audit.png")
     return report

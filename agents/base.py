@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+
+from catalogs.storage import write_json_atomically
 
 AGENT_FILE = "agent.json"
 # Modules that define agents, imported on first use of the registry so `make` knows every name.
@@ -119,18 +119,6 @@ def read_agent_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise ValueError(f"{file}: expected an object with 'name' and 'config'")
     return record
-
-
-def write_json_atomically(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and rename, so an interruption never leaves half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _import_agent_modules(everything: bool = False) -> None:

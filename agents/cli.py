@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from catalogs import CatalogError, load_catalog, write_catalog_dir
+from catalogs.storage import write_json_atomically
 from leser_env.search import LONE_SURROGATES
 
 app = typer.Typer(
@@ -220,7 +221,7 @@ def relevance_evaluate(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         report["feature_importance_png"] = str(model.plot_feature_importance(out / "feature_importance.png"))
-        (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomically(out / "metrics.json", report)
     if as_json:
         emit_json(report)
         return
@@ -524,6 +525,15 @@ def train_command(
     policy_config = PolicyConfig(**({"model": model} if model else {}), **placement)
     if engine_check and agent not in ("grpo", "ppo"):
         raise ValueError("--engine-check trains grpo and ppo (the warm-up imitates fixed targets)")
+    from agents.training import has_checkpoint  # raises, naming the file, on a damaged checkpoint
+
+    if resume and not has_checkpoint(out):
+        raise ValueError(
+            f"--resume: {out} holds no checkpoint to continue (no {out}/trainer_state.json); "
+            "leave out --resume to start a run there"
+        )
+    if not resume and has_checkpoint(out):
+        raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if agent == "sft":
         from agents import sft
 
@@ -539,13 +549,12 @@ def train_command(
     elif agent in ("grpo", "ppo"):
         import importlib
 
-        from agents.training import has_checkpoint
         from leser_env.env import LeserEnv
 
         algorithm = importlib.import_module(f"agents.{agent}")
         config_class = algorithm.GRPOConfig if agent == "grpo" else algorithm.PPOConfig
         config = config_class(seed=seed, **({"steps": steps} if steps else {}))
-        if resume and has_checkpoint(out):
+        if resume:
             policy = LLMPolicy.load(out / "policy", **placement)
         elif init is not None:
             policy = LLMPolicy.continue_from(init / "policy" if (init / "policy").is_dir() else init, **placement)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from agents.base import Agent, write_json_atomically
+from agents.base import Agent
+from catalogs.storage import atomic_file, write_atomically, write_json_atomically
 from leser_env.env import LeserEnv
 from leser_env.reward import RewardConfig
 
@@ -278,11 +279,11 @@ def paired_table(summaries: dict[str, dict[str, Any]]) -> str:
 def write_report(out: Path, summaries: dict[str, dict[str, Any]], episodes: dict[str, list[dict[str, Any]]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomically(out / "metrics.json", summaries if len(summaries) > 1 else next(iter(summaries.values())))
-    with open(out / "episodes.jsonl", "w") as stream:
+    with atomic_file(out / "episodes.jsonl") as stream:
         for name, records in episodes.items():
             for record in records:
                 stream.write(json.dumps({"agent": name, **record}, ensure_ascii=False) + "\n")
-    (out / "results.md").write_text(markdown_table(summaries) + "\n" + paired_table(summaries))
+    write_atomically(out / "results.md", markdown_table(summaries) + "\n" + paired_table(summaries))
     plot_comparison(summaries, out / "metrics.png")
 
 
@@ -314,7 +315,8 @@ def plot_comparison(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     first = next(iter(summaries.values()))
     figure.suptitle(f"{first['catalog']} ({first['split']}, {first['queries']} queries)")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_file(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=110)
     plt.close(figure)
     return path
 

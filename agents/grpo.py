@@ -205,7 +205,7 @@ def train(
     optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.learning_rate)
     start, records = 0, []
     if resume and has_checkpoint(out):
-        start, records, _ = load_checkpoint(out, optimizer, env.np_random)
+        start, records, _ = load_checkpoint(out, optimizer, env.np_random, total_steps=config.steps)
     log = RunLog(out, records)
     with Progress(disable=not progress) as bar:
         task = bar.add_task("GRPO", total=config.steps, completed=start)

@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.base import AGENT_FILE, Agent, write_json_atomically
+from agents.base import AGENT_FILE, Agent, read_agent_file
 from agents.policy import LLMPolicy, PolicyConfig
+from catalogs.storage import write_json_atomically
 
 
 class LLMAgent(Agent):
@@ -55,13 +56,22 @@ class LLMAgent(Agent):
         return self.policy.act(observations)
 
     @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> LLMAgent:
+        """A saved run; a relative ``policy_dir`` in its agent.json is read from the run directory."""
+        config = dict(read_agent_file(path)["config"])
+        policy_dir = config.get("policy_dir")
+        if isinstance(policy_dir, str) and policy_dir and not Path(policy_dir).is_absolute():
+            config["policy_dir"] = str(Path(path) / policy_dir)
+        return cls(**{**config, **overrides})
+
+    @classmethod
     def describe(cls, run_dir: Path, catalog: str, data_dir: str | None, engine_check: bool = False) -> None:
         """Write a run's agent.json, so `leser evaluate --checkpoint RUN_DIR` finds its trained policy."""
         config: dict[str, Any] = {
             "catalog": catalog,
             "data_dir": data_dir,
             "seed": 0,
-            "policy_dir": str((run_dir / "policy").resolve()),
+            "policy_dir": "policy",  # relative to the run directory: a copied run loads its own weights
         }
         if engine_check:
             config["engine_check"] = True

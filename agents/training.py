@@ -1,15 +1,24 @@
 """What every training loop shares: atomic checkpoints that resume, step logs, a learning curve.
 
 A run directory holds ``policy/`` (the peft adapter and policy config), ``optimizer.pt``,
-``rng.pt`` (torch and numpy generator states), ``trainer_state.json`` (step, config, log; written
-last, so a checkpoint exists only once everything it points at is on disk), ``log.jsonl`` and,
-at the end, ``learning_curve.png``. ``--resume`` continues from the last complete checkpoint.
+``rng.pt`` (torch and numpy generator states), ``trainer_state.json`` (step, config, log and the
+content digest of every checkpoint file), ``log.jsonl`` and, at the end,
+``learning_curve.png``. ``--resume`` continues from the last complete checkpoint.
+
+A checkpoint survives a kill at any instant. Saving step N writes every file under a staged
+name (``.policy.step-N``, ``.optimizer.pt.step-N``, ``.rng.pt.step-N``), then commits by
+replacing ``trainer_state.json`` (one atomic rename), then moves the staged files into place.
+Whoever opens the run next (``has_checkpoint``) finishes that: staged files of the committed
+step are moved into place, those of an uncommitted step deleted. A checkpoint whose files do not
+match the digests its state recorded (truncated, replaced, edited), or whose state is not this
+project's, is refused with an error naming the file, never resumed from.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +26,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import write_json_atomically
 from agents.policy import LLMPolicy
+from catalogs.storage import (
+    atomic_file,
+    file_digest,
+    recover_directory,
+    replace_directory,
+    tree_digests,
+    write_atomically,
+    write_json_atomically,
+)
 
 STATE_FILE = "trainer_state.json"
+POLICY_DIR = "policy"
+STATE_BLOBS = ("optimizer.pt", "rng.pt")
 
 
 class RunLog:
@@ -30,9 +49,7 @@ class RunLog:
         self.out = out
         self.records = list(records or [])
         # Rewrite the file from the checkpoint's records: steps after the last checkpoint are redone.
-        with open(out / "log.jsonl", "w") as stream:
-            for record in self.records:
-                stream.write(json.dumps(record) + "\n")
+        write_atomically(out / "log.jsonl", "".join(json.dumps(record) + "\n" for record in self.records))
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -81,37 +98,137 @@ def save_checkpoint(
     generator: np.random.Generator | None = None,
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Everything needed to resume at ``step``; the state file is replaced last."""
-    policy.save(out / "policy")
-    _torch_save_atomically({"optimizer": optimizer.state_dict(), **(extra or {})}, out / "optimizer.pt")
-    _torch_save_atomically(
-        {"torch": torch.get_rng_state(), "numpy": generator.bit_generator.state if generator is not None else None},
-        out / "rng.pt",
-    )
-    write_json_atomically(out / STATE_FILE, {"step": step, "config": config, "log": log.records})
+    """Everything needed to resume at ``step``: staged, committed by the state file, then published."""
+    policy.save(_staged(out, POLICY_DIR, step))
+    with atomic_file(_staged(out, "optimizer.pt", step), "wb") as stream:
+        torch.save({"optimizer": optimizer.state_dict(), **(extra or {})}, stream)
+    rng = {"torch": torch.get_rng_state(), "numpy": generator.bit_generator.state if generator is not None else None}
+    with atomic_file(_staged(out, "rng.pt", step), "wb") as stream:
+        torch.save(rng, stream)
+    files = {f"{POLICY_DIR}/{name}": digest for name, digest in tree_digests(_staged(out, POLICY_DIR, step)).items()}
+    for name in STATE_BLOBS:
+        files[name] = file_digest(_staged(out, name, step))
+    state = {"step": step, "config": config, "log": log.records, "files": files}
+    write_json_atomically(out / STATE_FILE, state)  # the commit
+    _publish(out, step)
 
 
 def load_checkpoint(
-    out: Path, optimizer: torch.optim.Optimizer, generator: np.random.Generator | None = None
+    out: Path,
+    optimizer: torch.optim.Optimizer,
+    generator: np.random.Generator | None = None,
+    total_steps: int | None = None,
 ) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
     """Restore optimizer and random state; returns (step, log records, extra tensors).
 
     The ``.pt`` files are read with ``weights_only=True``: tensors and plain containers only, so a
     crafted file in a run directory cannot run code on ``--resume``; anything else is refused
-    with an error naming the file.
+    with an error naming the file. ``total_steps``: the run's length, which the step must not pass.
     """
-    state = json.loads((out / STATE_FILE).read_text())
+    state = read_state(out)
+    step = state["step"]
+    if total_steps is not None and step > total_steps:
+        raise ValueError(
+            f"{out / STATE_FILE}: the checkpoint is at step {step}, past this run's {total_steps} steps "
+            "(ask for more steps to continue it)"
+        )
     saved = _torch_load(out / "optimizer.pt")
-    optimizer.load_state_dict(saved.pop("optimizer"))
+    try:
+        optimizer.load_state_dict(saved.pop("optimizer"))
+    except (KeyError, ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"{out / 'optimizer.pt'}: does not fit this run's optimizer ({error})") from None
     rng = _torch_load(out / "rng.pt")
-    torch.set_rng_state(rng["torch"])
-    if generator is not None and rng.get("numpy") is not None:
-        generator.bit_generator.state = rng["numpy"]
-    return state["step"], state["log"], saved
+    try:
+        torch.set_rng_state(rng["torch"])
+        if generator is not None and rng.get("numpy") is not None:
+            generator.bit_generator.state = rng["numpy"]
+    except (KeyError, ValueError, TypeError, RuntimeError) as error:
+        raise ValueError(f"{out / 'rng.pt'}: not a random state this project wrote ({error})") from None
+    return step, state["log"], saved
 
 
 def has_checkpoint(out: Path) -> bool:
-    return (out / STATE_FILE).is_file() and (out / "policy").is_dir()
+    """Whether ``out`` holds a complete checkpoint (after finishing a save a kill interrupted).
+
+    Raises ValueError, naming the file, when it holds a damaged one.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        return False
+    recover_checkpoint(out)
+    if not (out / STATE_FILE).exists():
+        return False
+    read_state(out)
+    return True
+
+
+def read_state(out: Path) -> dict[str, Any]:
+    """The checkpoint's state, checked: its own fields, and every file against its recorded digest."""
+    path = Path(out) / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path}: unreadable checkpoint state ({error})") from None
+    step, records = (state.get("step"), state.get("log")) if isinstance(state, dict) else (None, None)
+    if (
+        not isinstance(step, int)
+        or isinstance(step, bool)
+        or step < 1
+        or not isinstance(records, list)
+        or not isinstance(state.get("config"), dict)
+        or not all(isinstance(record, dict) for record in records)
+    ):
+        raise ValueError(f"{path}: not a checkpoint state this project wrote (step, config and log expected)")
+    if records and records[-1].get("step") != step:
+        raise ValueError(f"{path}: says step {step}, but its log ends at step {records[-1].get('step')}")
+    files = state.get("files", {})  # runs saved before the digests were recorded have none
+    if not isinstance(files, dict):
+        raise ValueError(f"{path}: 'files' must map checkpoint files to digests")
+    for name, digest in files.items():
+        file = Path(out) / name
+        if not file.is_file() or file_digest(file) != digest:
+            raise ValueError(
+                f"{file}: {'missing' if not file.is_file() else 'damaged'}: it is not what step {step} saved, "
+                "so the run cannot resume from it (start a new run, or restore the file)"
+            )
+    return state
+
+
+def recover_checkpoint(out: Path) -> None:
+    """Finish or undo a save that a kill interrupted (see the module docstring)."""
+    recover_directory(out / POLICY_DIR)
+    try:
+        step = json.loads((out / STATE_FILE).read_text(encoding="utf-8")).get("step")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        step = None
+    if isinstance(step, int) and not isinstance(step, bool):
+        _publish(out, step)
+    for pattern in (".*.step-*", ".*.tmp", ".*.staging"):  # staged, half-written, half-built by a killed save
+        for leftover in out.glob(pattern):
+            _remove(leftover)
+
+
+def _staged(out: Path, name: str, step: int) -> Path:
+    return out / f".{name}.step-{step}"
+
+
+def _publish(out: Path, step: int) -> None:
+    """Move the staged files of committed ``step`` into place; remove any other staged files."""
+    staged = _staged(out, POLICY_DIR, step)
+    if staged.is_dir():
+        replace_directory(staged, out / POLICY_DIR)
+    for name in STATE_BLOBS:
+        if _staged(out, name, step).is_file():
+            _staged(out, name, step).replace(out / name)
+    for leftover in out.glob(".*.step-*"):
+        _remove(leftover)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
@@ -143,7 +260,8 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: st
     axes[0].legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_file(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=110)
     plt.close(figure)
     return path
 
@@ -157,9 +275,3 @@ def _torch_load(path: Path) -> Any:
     except Exception as error:  # pickle.UnpicklingError for code, RuntimeError for a damaged archive
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a checkpoint file this project wrote ({first_line})") from None
-
-
-def _torch_save_atomically(payload: Any, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, temporary)
-    temporary.replace(path)

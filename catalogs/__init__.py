@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from catalogs.errors import CatalogError, CatalogFormatError
 from catalogs.generic import is_catalog_dir, read_catalog_dir, write_catalog_dir
 from catalogs.model import Catalog, Product, Split, make_catalog, split_of
 from catalogs.paths import cache_dir, data_dir
+from catalogs.storage import cached_directory
 
 NAMED_CATALOGS = ("synthetic", "homedepot", "wands")
 
@@ -72,29 +71,19 @@ def synthetic_catalog(
     """The embedded default catalog, generated once and cached on disk in the generic format.
 
     The cache key holds the generator version, a hash of its source (so an edited generator
-    never serves a stale catalog) and the arguments; an unreadable or altered cache is rebuilt.
+    never serves a stale catalog) and the arguments; the directory is verified by content hash
+    (``catalogs.storage.cached_directory``) and rebuilt when it fails.
     """
     from catalogs import synthetic
 
     source = hashlib.blake2b(Path(synthetic.__file__).read_bytes(), digest_size=4).hexdigest()
     key = f"synthetic-v{synthetic.GENERATOR_VERSION}-{source}-seed{seed}-p{n_products}-q{n_queries}"
     directory = cache_dir(cache) / "catalogs" / key
-    stamp = directory / "content_hash"
-    if is_catalog_dir(directory) and stamp.is_file():
-        try:
-            catalog = read_catalog_dir(directory)
-            if catalog.content_hash == stamp.read_text().strip():
-                return catalog
-        except CatalogError:
-            pass
-    shutil.rmtree(directory, ignore_errors=True)
-    catalog = synthetic.generate(seed=seed, n_products=n_products, n_queries=n_queries)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{key}."))
-    write_catalog_dir(catalog, staging)
-    (staging / "content_hash").write_text(catalog.content_hash + "\n")
-    try:
-        staging.rename(directory)
-    except OSError:  # another process won the race; its copy is identical
-        shutil.rmtree(staging, ignore_errors=True)
-    return catalog
+    generated: list[Catalog] = []
+
+    def build(staging: Path) -> None:
+        generated.append(synthetic.generate(seed=seed, n_products=n_products, n_queries=n_queries))
+        write_catalog_dir(generated[0], staging)
+
+    cached_directory(directory, {"generator": key}, build)
+    return generated[0] if generated else read_catalog_dir(directory)

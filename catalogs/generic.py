@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from catalogs.errors import CatalogError, CatalogFormatError, shorten
 from catalogs.model import Catalog, Product
+from catalogs.storage import write_atomically
 
 PRODUCTS_FILE = "products.jsonl"
 QUERIES_FILE = "queries.tsv"
@@ -63,15 +62,15 @@ def write_catalog_dir(catalog: Catalog, directory: str | Path) -> Path:
     """Write a catalog in the generic format; each file is written atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
+    write_atomically(
         directory / PRODUCTS_FILE,
         "".join(json.dumps(product.to_json(), ensure_ascii=False) + "\n" for product in catalog.products),
     )
-    _atomic_write(
+    write_atomically(
         directory / QUERIES_FILE,
         "".join(f"{query_id}\t{_one_line(text)}\n" for query_id, text in catalog.queries.items()),
     )
-    _atomic_write(
+    write_atomically(
         directory / QRELS_FILE,
         "".join(
             f"{query_id}\t0\t{product_id}\t{_format_grade(grade)}\n"
@@ -79,7 +78,7 @@ def write_catalog_dir(catalog: Catalog, directory: str | Path) -> Path:
             for product_id, grade in labels.items()
         ),
     )
-    _atomic_write(
+    write_atomically(
         directory / META_FILE,
         json.dumps({"name": catalog.name, "relevance_threshold": catalog.relevance_threshold}, indent=2) + "\n",
     )
@@ -204,15 +203,3 @@ def _one_line(text: str) -> str:
 
 def _format_grade(grade: float) -> str:
     return str(int(grade)) if float(grade).is_integer() else repr(float(grade))
-
-
-def _atomic_write(path: Path, content: str) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

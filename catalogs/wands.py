@@ -11,9 +11,7 @@ counts as relevant for human-label recall. ``product_features`` is ``|``-separat
 from __future__ import annotations
 
 import csv
-import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,6 +20,7 @@ from pathlib import Path
 from catalogs.errors import CatalogError, CatalogFormatError, shorten
 from catalogs.model import Catalog, Product, make_catalog
 from catalogs.paths import data_dir as default_data_dir
+from catalogs.storage import atomic_file
 
 FILES = ("product.csv", "query.csv", "label.csv")
 GRADES = {"exact": 2.0, "partial": 1.0, "irrelevant": 0.0}
@@ -128,18 +127,15 @@ def download(target: str | Path, progress: Callable[[str, int], None] | None = N
         if (target / name).is_file() and (target / name).stat().st_size > 0:
             continue
         url = SOURCE_URL.format(name=name)
-        handle, temporary = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".part")
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(handle, "wb") as out:
+            with urllib.request.urlopen(url, timeout=timeout) as response, atomic_file(target / name, "wb") as out:
                 received = 0
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     received += len(chunk)
                     if progress:
                         progress(name, received)
-            os.replace(temporary, target / name)
         except (urllib.error.URLError, TimeoutError, OSError) as error:
-            Path(temporary).unlink(missing_ok=True)
             raise CatalogError(
                 f"could not download {url} ({error}). Where the network does not allow it, "
                 + MANUAL_HINT.format(where=target)

@@ -21,17 +21,16 @@ Choices, and why:
 - Only train-split queries are learned from; validation queries drive early stopping,
   model selection and calibration; test queries are only ever evaluated.
 - Cached under the cache directory, keyed by the catalog's content hash, the feature
-  version and the training configuration; a missing, mismatched or unreadable model is
+  version and the training configuration, and verified by content hash before use
+  (``catalogs.storage.cached_directory``): a missing, mismatched, truncated or altered model is
   retrained, never used.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from catalogs import Catalog, Split, cache_dir
+from catalogs.storage import atomic_file, cached_directory, write_json_atomically
 from leser_env.features import FEATURE_NAMES, FEATURE_VERSION, FeatureExtractor, fold_of
 from leser_env.metrics import ndcg_at_k
 
@@ -165,14 +165,23 @@ class RelevanceModel:
         config = config or RelevanceConfig()
         directory = model_directory(catalog, config, cache)
         features = features or FeatureExtractor(catalog)
-        if not retrain:
-            loaded = _load(directory, catalog, config)
-            if loaded is not None:
-                boosters, info = loaded
-                return cls(catalog, features, boosters, {**info, "loaded_from_cache": True})
-        boosters, info = train_models(catalog, features, config)
-        _save(directory, boosters, info)
-        return cls(catalog, features, boosters, {**info, "loaded_from_cache": False})
+        key = _cache_key(catalog, config)
+        trained: list[tuple[dict[str, lgb.Booster], dict]] = []
+
+        def build(staging: Path) -> None:
+            trained.append(train_models(catalog, features, config))
+            _save(staging, *trained[0])
+
+        if retrain:
+            shutil.rmtree(directory, ignore_errors=True)
+        cached_directory(directory, key, build)  # verified by content hash, rebuilt when it fails
+        loaded = trained[0] if trained else _load(directory, key)
+        if loaded is None:  # sound bytes this LightGBM cannot use: train again
+            shutil.rmtree(directory, ignore_errors=True)
+            cached_directory(directory, key, build)
+            loaded = trained[0]
+        boosters, info = loaded
+        return cls(catalog, features, boosters, {**info, "loaded_from_cache": not trained})
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -218,7 +227,8 @@ class RelevanceModel:
         figure.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=120)
+        with atomic_file(path, "wb") as stream:
+            figure.savefig(stream, format="png", dpi=120)
         plt.close(figure)
         return path
 
@@ -374,18 +384,21 @@ def train_booster(
     return booster
 
 
-def _load(directory: Path, catalog: Catalog, config: RelevanceConfig) -> tuple[dict[str, lgb.Booster], dict] | None:
-    """The cached models if they match this catalog, feature version and config; else None."""
+def _cache_key(catalog: Catalog, config: RelevanceConfig) -> dict:
+    return {
+        "feature_version": FEATURE_VERSION,
+        "model_version": MODEL_VERSION,
+        "content_hash": catalog.content_hash,
+        "config": asdict(config),
+        "feature_names": list(FEATURE_NAMES),
+    }
+
+
+def _load(directory: Path, key: dict) -> tuple[dict[str, lgb.Booster], dict] | None:
+    """The cached models (their directory already verified by content hash) if LightGBM reads them."""
     try:
         info = json.loads((directory / "meta.json").read_text())
-        expected = {
-            "feature_version": FEATURE_VERSION,
-            "model_version": MODEL_VERSION,
-            "content_hash": catalog.content_hash,
-            "config": asdict(config),
-            "feature_names": list(FEATURE_NAMES),
-        }
-        if any(info.get(key) != value for key, value in expected.items()) or info.get("objective") not in OBJECTIVES:
+        if any(info.get(name) != value for name, value in key.items()) or info.get("objective") not in OBJECTIVES:
             return None
         boosters = {
             objective: lgb.Booster(model_file=str(directory / f"model-{objective}.txt")) for objective in OBJECTIVES
@@ -398,15 +411,7 @@ def _load(directory: Path, catalog: Catalog, config: RelevanceConfig) -> tuple[d
 
 
 def _save(directory: Path, boosters: dict[str, lgb.Booster], info: dict) -> None:
-    """Write models and stamp into a temporary directory, then rename it into place."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
-        for objective, booster in boosters.items():
-            booster.save_model(str(staging / f"model-{objective}.txt"))
-        (staging / "meta.json").write_text(json.dumps(info, indent=2))
-        shutil.rmtree(directory, ignore_errors=True)
-        with contextlib.suppress(OSError):  # another process saved the same model first
-            staging.rename(directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Models and their description into ``directory`` (a staging directory ``cached_directory`` seals)."""
+    for objective, booster in boosters.items():
+        booster.save_model(str(directory / f"model-{objective}.txt"))
+    write_json_atomically(directory / "meta.json", info)

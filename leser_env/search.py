@@ -9,21 +9,17 @@ Why it looks like this:
   engines match; ``mode="or"`` matches any term. Scoring is BM25 per field, summed over
   fields with boosts (``FieldBoosts``) and over terms.
 - The index is built once per catalog content and cached on disk, keyed by the products'
-  content hash. It is built in a temporary directory and renamed into place, with a
-  manifest of file checksums; an index whose manifest is missing, stale or whose files do
-  not match is rebuilt, never trusted.
+  content hash. It is built in a staging directory and swapped into place with a manifest of
+  file digests (``catalogs.storage.cached_directory``); an index whose manifest is missing,
+  stale or whose files do not match is rebuilt, never trusted.
 - Results are cached (LRU on the analysed terms, so "Chairs" and "chair" share an entry)
   and a batch form searches in threads (tantivy releases the GIL while searching).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import shutil
-import tempfile
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,11 +30,11 @@ from typing import Literal
 import tantivy
 
 from catalogs import Catalog, cache_dir
+from catalogs.storage import cached_directory
 
 ENGINE_VERSION = 1  # bump when the schema or analyzer changes: old indexes are then rebuilt
 ANALYZER_NAME = "leser_en"
 FIELDS = ("title", "description", "category", "attributes")
-MANIFEST = "leser_manifest.json"
 MAX_QUERY_TERMS = 256  # a longer query is cut to its first 256 distinct terms (it would match nothing anyway)
 MatchMode = Literal["and", "or"]
 
@@ -231,96 +227,43 @@ class SearchEngine:
         return Hits(ids, tuple(scores), total)
 
     def _open_or_build(self) -> tantivy.Index:
-        if self._valid_index(self.index_path):
-            index = tantivy.Index.open(str(self.index_path))
-            index.register_tokenizer(ANALYZER_NAME, self.analyzer)
-            return index
-        shutil.rmtree(self.index_path, ignore_errors=True)
-        self._build(self.index_path)
-        self.rebuilt = True
+        key = {
+            "engine_version": ENGINE_VERSION,
+            "catalog": self.catalog.name,
+            "products_hash": self.catalog.products_hash,
+            "num_docs": len(self.catalog.products),
+        }
+        self.rebuilt = cached_directory(self.index_path, key, self._build)
         index = tantivy.Index.open(str(self.index_path))
         index.register_tokenizer(ANALYZER_NAME, self.analyzer)
         return index
 
-    def _valid_index(self, path: Path) -> bool:
-        """A manifest for these products and this engine version, and files matching its checksums."""
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-            if (
-                manifest.get("engine_version") != ENGINE_VERSION
-                or manifest.get("products_hash") != self.catalog.products_hash
-            ):
-                return False
-            if manifest.get("num_docs") != len(self.catalog.products):
-                return False
-            files = manifest["files"]
-            present = {p.name for p in _index_files(path)}
-            if present != set(files):
-                return False
-            return all(_file_digest(path / name) == digest for name, digest in files.items())
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return False
-
-    def _build(self, path: Path) -> None:
-        """Index every product into a temporary directory, verify it, then rename it into place."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        try:
-            index = tantivy.Index(self.schema, str(staging), reuse=False)
-            index.register_tokenizer(ANALYZER_NAME, self.analyzer)
-            writer = index.writer(heap_size=128_000_000, num_threads=1)
-            for row, product in enumerate(self.catalog.products):
-                document = tantivy.Document(
-                    title=normalize_text(product.title),
-                    description=normalize_text(product.description),
-                    category=normalize_text(product.category),
-                    attributes=normalize_text(product.attribute_text()),
-                )
-                document.add_unsigned("row", row)
-                writer.add_document(document)
-            writer.commit()
-            writer.wait_merging_threads()
-            index.reload()
-            num_docs = index.searcher().num_docs
-            if num_docs != len(self.catalog.products):
-                raise RuntimeError(f"index holds {num_docs} documents, expected {len(self.catalog.products)}")
-            files = {p.name: _file_digest(p) for p in sorted(_index_files(staging))}
-            manifest = {
-                "engine_version": ENGINE_VERSION,
-                "catalog": self.catalog.name,
-                "products_hash": self.catalog.products_hash,
-                "num_docs": num_docs,
-                "files": files,
-            }
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-            del writer, index
-            try:
-                staging.rename(path)
-            except OSError:
-                # Another process finished the same build first; keep its copy if it is sound.
-                if not self._valid_index(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                    staging.rename(path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    def _build(self, staging: Path) -> None:
+        """Index every product into ``staging`` and check the document count."""
+        index = tantivy.Index(self.schema, str(staging), reuse=False)
+        index.register_tokenizer(ANALYZER_NAME, self.analyzer)
+        writer = index.writer(heap_size=128_000_000, num_threads=1)
+        for row, product in enumerate(self.catalog.products):
+            document = tantivy.Document(
+                title=normalize_text(product.title),
+                description=normalize_text(product.description),
+                category=normalize_text(product.category),
+                attributes=normalize_text(product.attribute_text()),
+            )
+            document.add_unsigned("row", row)
+            writer.add_document(document)
+        writer.commit()
+        writer.wait_merging_threads()
+        index.reload()
+        num_docs = index.searcher().num_docs
+        if num_docs != len(self.catalog.products):
+            raise RuntimeError(f"index holds {num_docs} documents, expected {len(self.catalog.products)}")
+        del writer, index
 
 
 def _check_mode(mode: str) -> None:
     if mode not in ("and", "or"):
         raise ValueError(f"mode must be 'and' or 'or', not {mode!r}")
-
-
-def _index_files(directory: Path) -> list[Path]:
-    """The files that make up an index: everything but our manifest and tantivy's lock files."""
-    return [p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.endswith(".lock")]
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _safe(name: str) -> str:

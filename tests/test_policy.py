@@ -17,6 +17,7 @@ from agents import grpo, ppo, sft
 from agents.evaluate import run_agent
 from agents.policy import LLMPolicy, PolicyConfig
 from catalogs import Split
+from catalogs.storage import file_digest
 from leser_env.actions import encode_action, parse_action
 from leser_env.env import LeserEnv
 
@@ -276,6 +277,9 @@ def test_resume_refuses_a_checkpoint_file_that_would_run_code(tiny_policy, tmp_p
     config = grpo.GRPOConfig(steps=1, queries_per_step=1, group_size=2, max_new_tokens=4, checkpoint_every=1)
     grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), config, tmp_path, progress=False)
     torch.save({"optimizer": RunsCode(), "torch": RunsCode()}, tmp_path / name)
+    state = json.loads((tmp_path / "trainer_state.json").read_text())  # a forger updates the digest too
+    state["files"][name] = file_digest(tmp_path / name)
+    (tmp_path / "trainer_state.json").write_text(json.dumps(state))
     resumed = grpo.GRPOConfig(**{**config.__dict__, "steps": 2})
     with pytest.raises(ValueError, match=f"{name}: not a checkpoint file this project wrote"):
         grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), resumed, tmp_path, resume=True, progress=False)

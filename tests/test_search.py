@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from catalogs import Catalog, Product, make_catalog
-from leser_env.search import MANIFEST, FieldBoosts, Hits, SearchEngine
+from catalogs.storage import CACHE_MANIFEST as MANIFEST
+from leser_env.search import FieldBoosts, Hits, SearchEngine
 
 ADVERSARIAL = [
     "",
