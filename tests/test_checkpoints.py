@@ -183,7 +183,10 @@ def test_a_copied_run_loads_its_own_weights(tiny_policy, finished_run: Path, tmp
 
 
 def test_an_absolute_policy_dir_from_an_older_run_still_loads(finished_run: Path) -> None:
-    record = {"name": "grpo", "config": {"catalog": "synthetic", "policy_dir": str((finished_run / "policy").resolve())}}
+    record = {
+        "name": "grpo",
+        "config": {"catalog": "synthetic", "policy_dir": str((finished_run / "policy").resolve())},
+    }
     (finished_run / "agent.json").write_text(json.dumps(record))
     loaded: dict[str, Path] = {}
 

@@ -68,7 +68,8 @@ def build_counted(calls: list[Path], payload: bytes = b"model bytes " * 100):
 
 
 @pytest.mark.parametrize(
-    "damage", ["truncate", "flip_byte", "flip_nested_byte", "extra_file", "missing_file", "no_manifest", "garbage_manifest"]
+    "damage",
+    ["truncate", "flip_byte", "flip_nested_byte", "extra_file", "missing_file", "no_manifest", "garbage_manifest"],
 )
 def test_a_damaged_cache_directory_is_rebuilt_never_trusted(tmp_path: Path, damage: str) -> None:
     cache, calls = tmp_path / "cache", []
