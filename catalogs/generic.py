@@ -7,7 +7,10 @@
 - ``catalog.json`` (optional): ``{"name": ..., "relevance_threshold": ...}``; without it the
   name is the directory's and grades above 0 count as relevant.
 
-Every malformed line is reported with its file, line number and what was expected.
+Every malformed line is reported with its file, line number and what was expected. Files may
+start with a UTF-8 byte-order mark (it is not part of the first id). A (query, product) pair
+labelled twice in ``qrels.tsv`` is an error naming both lines: which grade is meant is the
+user's call, not ours.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def read_catalog_dir(directory: str | Path) -> Catalog:
 def write_catalog_dir(catalog: Catalog, directory: str | Path) -> Path:
     """Write a catalog in the generic format; each file is written atomically."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CatalogError(f"{directory}: exists and is not a directory (a catalog is written as a directory)")
     directory.mkdir(parents=True, exist_ok=True)
     write_atomically(
         directory / PRODUCTS_FILE,
@@ -88,7 +93,7 @@ def write_catalog_dir(catalog: Catalog, directory: str | Path) -> Path:
 def _read_lines(path: Path):
     """Yield (line number, text) pairs, refusing files that are not UTF-8."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # a leading BOM is not content
             for number, line in enumerate(handle, start=1):
                 yield number, line.rstrip("\r\n")
     except UnicodeDecodeError as error:
@@ -99,11 +104,13 @@ def _read_meta(path: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CatalogFormatError(path, getattr(error, "lineno", None), "a JSON object", str(error)) from None
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, over-long integers
+        raise CatalogFormatError(path, getattr(error, "lineno", None), "a JSON object", shorten(str(error))) from None
     if not isinstance(meta, dict):
         raise CatalogFormatError(path, 1, "a JSON object", type(meta).__name__)
+    if not isinstance(meta.get("name", ""), str):
+        raise CatalogFormatError(path, None, "a string 'name'", shorten(repr(meta["name"])))
     threshold = meta.get("relevance_threshold", 0.0)
     if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not math.isfinite(threshold):
         raise CatalogFormatError(path, None, "a finite number for 'relevance_threshold'", shorten(str(threshold)))
@@ -120,6 +127,10 @@ def _read_products(path: Path) -> list[Product]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise CatalogFormatError(path, number, "one JSON object", f"{error.msg}: {shorten(line)}") from None
+        except ValueError as error:  # an integer of more digits than Python converts
+            raise CatalogFormatError(path, number, "one JSON object", f"{shorten(str(error))}") from None
+        except RecursionError:
+            raise CatalogFormatError(path, number, "one JSON object", "nesting too deep to read") from None
         if not isinstance(record, dict):
             raise CatalogFormatError(path, number, "a JSON object", type(record).__name__)
         product_id = record.get("id")
@@ -173,6 +184,7 @@ def _read_queries(path: Path) -> dict[str, str]:
 
 def _read_qrels(path: Path, queries: dict[str, str], product_ids: set[str]) -> dict[str, dict[str, float]]:
     qrels: dict[str, dict[str, float]] = {}
+    first_line: dict[tuple[str, str], int] = {}
     for number, line in _read_lines(path):
         if not line.strip():
             continue
@@ -192,6 +204,14 @@ def _read_qrels(path: Path, queries: dict[str, str], product_ids: set[str]) -> d
             raise CatalogFormatError(path, number, f"a query id listed in {QUERIES_FILE}", shorten(query_id))
         if product_id not in product_ids:
             raise CatalogFormatError(path, number, f"a product id listed in {PRODUCTS_FILE}", shorten(product_id))
+        if (query_id, product_id) in first_line:
+            raise CatalogFormatError(
+                path,
+                number,
+                f"one grade per (query, product) pair ({shorten(query_id, 30)}, {shorten(product_id, 30)} "
+                f"is already graded on line {first_line[query_id, product_id]})",
+            )
+        first_line[query_id, product_id] = number
         qrels.setdefault(query_id, {})[product_id] = grade
     return qrels
 

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from catalogs import Catalog, Split
-from leser_env.search import FIELDS, FieldBoosts, build_analyzer, normalize_text
+from leser_env.search import FIELDS, FieldBoosts, build_analyzer, normalize_text, query_terms
 
 FEATURE_VERSION = 3  # bump whenever a feature changes: cached models are then retrained
 ASSOCIATION_MIN_COUNT = 2  # a (query term, product term) pair must co-occur in this many relevant train pairs
@@ -209,10 +209,8 @@ class FeatureExtractor:
         return row, scalars
 
     def analyze(self, text: str) -> list[str]:
-        """Distinct analysed terms of a text, in order (the search engine's analyzer)."""
-        if not isinstance(text, str) or not text:
-            return []
-        return list(dict.fromkeys(self.analyzer.analyze(normalize_text(text[:2000]))))
+        """Distinct analysed terms of a query, in order: exactly the search engine's (``query_terms``)."""
+        return list(query_terms(self.analyzer, text))
 
     def _terms(self, text: str) -> list[int]:
         if not text:

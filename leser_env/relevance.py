@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,6 +45,20 @@ from leser_env.features import FEATURE_NAMES, FEATURE_VERSION, FeatureExtractor,
 from leser_env.metrics import ndcg_at_k
 
 MODEL_VERSION = 2
+
+
+class _StderrLog:
+    """LightGBM's messages, its C++ warnings included, go to stderr: never into a command's stdout,
+    which may be JSON for another program."""
+
+    def info(self, message: str) -> None:
+        print(message, file=sys.stderr)
+
+    def warning(self, message: str) -> None:
+        print(message, file=sys.stderr)
+
+
+lgb.register_logger(_StderrLog())
 
 
 @dataclass(frozen=True)

@@ -136,14 +136,7 @@ class SearchEngine:
 
     def analyze(self, text: str) -> tuple[str, ...]:
         """The distinct index terms of a text, in order (what the engine actually matches)."""
-        if not isinstance(text, str) or not text:
-            return ()
-        seen: dict[str, None] = {}
-        for token in self.analyzer.analyze(normalize_text(text)):
-            seen.setdefault(token, None)
-            if len(seen) >= MAX_QUERY_TERMS:
-                break
-        return tuple(seen)
+        return query_terms(self.analyzer, text)
 
     def search(self, text: str, k: int = 10, mode: MatchMode = "and") -> Hits:
         """Top-k product ids and scores for a text, plus the total number of matches."""
@@ -259,6 +252,19 @@ class SearchEngine:
         if num_docs != len(self.catalog.products):
             raise RuntimeError(f"index holds {num_docs} documents, expected {len(self.catalog.products)}")
         del writer, index
+
+
+def query_terms(analyzer: tantivy.TextAnalyzer, text: str) -> tuple[str, ...]:
+    """The distinct index terms of a query text, in order, at most ``MAX_QUERY_TERMS``: what the
+    engine matches and what the relevance model's features see (both call this one function)."""
+    if not isinstance(text, str) or not text:
+        return ()
+    seen: dict[str, None] = {}
+    for token in analyzer.analyze(normalize_text(text)):
+        seen.setdefault(token, None)
+        if len(seen) >= MAX_QUERY_TERMS:
+            break
+    return tuple(seen)
 
 
 def _check_mode(mode: str) -> None:

@@ -243,6 +243,9 @@ GOOD = '{"id": "p1", "title": "chair"}\n'
         (GOOD, None, "q1\t0\tp1\tnan\n", r"qrels\.tsv, line 1: expected a finite grade"),
         (GOOD, None, "q1\t0\tp9\t1\n", r"qrels\.tsv, line 1: expected a product id listed in products\.jsonl"),
         (GOOD, None, "q1\t0\tp1\t1\nq7\t0\tp1\t1\n", r"qrels\.tsv, line 2: expected a query id listed"),
+        (GOOD + '{"id": ' + "9" * 5000 + ', "title": "x"}\n', None, None, r"products\.jsonl, line 2: .*digits"),
+        (GOOD + "[" * 5000 + "]" * 5000 + "\n", None, None, r"products\.jsonl, line 2: .*nesting too deep"),
+        (GOOD, None, "q1\t0\tp1\t1\nq1\t0\tp1\t3\n", r"qrels\.tsv, line 2: .*already graded on line 1"),
     ],
 )
 def test_malformed_generic_files_name_file_line_and_expectation(tmp_path, products, queries, qrels, message) -> None:
@@ -291,3 +294,24 @@ def test_synthetic_catalog_is_cached_and_rebuilt_when_corrupt(tmp_path: Path) ->
     (cached / "products.jsonl").write_text("".join(lines[:-10]))  # cut at a line boundary: still parses
     rebuilt = synthetic_catalog(seed=5, n_products=500, n_queries=60, cache=tmp_path)
     assert rebuilt.content_hash == first.content_hash
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_id(tmp_path: Path) -> None:
+    directory = _write(tmp_path / "c", "\ufeff" + GOOD, "\ufeffq1\tchair\n", "\ufeffq1\t0\tp1\t1\n")
+    (directory / "catalog.json").write_text('\ufeff{"name": "bom"}', encoding="utf-8")
+    catalog = read_catalog_dir(directory)
+    assert catalog.name == "bom" and list(catalog.queries) == ["q1"] and catalog.relevant("q1") == {"p1"}
+
+
+def test_a_catalog_name_must_be_text(tmp_path: Path) -> None:
+    directory = _write(tmp_path / "c", GOOD)
+    (directory / "catalog.json").write_text('{"name": ["a"]}')
+    with pytest.raises(CatalogFormatError, match=r"catalog\.json: expected a string 'name', found .*\['a'\]"):
+        read_catalog_dir(directory)
+
+
+def test_export_onto_an_existing_file_is_a_clear_error(tiny_catalog: Catalog, tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("mine")
+    with pytest.raises(CatalogError, match="taken: exists and is not a directory"):
+        write_catalog_dir(tiny_catalog, tmp_path / "taken")
+    assert (tmp_path / "taken").read_text() == "mine"

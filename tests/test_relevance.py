@@ -92,3 +92,26 @@ def test_cached_model_is_reused_and_stale_or_corrupt_ones_retrained(small: Catal
     corrupt = RelevanceModel.load_or_train(small, cache=tmp_path, features=first.features)
     assert not corrupt.info["loaded_from_cache"]
     np.testing.assert_allclose(corrupt.score("grey sofa", rows), first.score("grey sofa", rows))
+
+
+def test_lightgbm_messages_go_to_stderr_not_stdout(capfd: pytest.CaptureFixture[str]) -> None:
+    import lightgbm as lgb
+
+    import leser_env.relevance  # noqa: F401  (registers the logger)
+
+    features = np.zeros((20, 2))  # constant features: LightGBM warns that nothing can be split
+    lgb.train({"objective": "regression", "verbose": 1}, lgb.Dataset(features, label=np.arange(20.0)), 2)
+    captured = capfd.readouterr()
+    assert "[LightGBM]" not in captured.out
+    assert "[LightGBM] [Warning]" in captured.err
+
+
+def test_the_relevance_features_and_the_engine_see_the_same_terms_of_any_query(small: Catalog, tmp_path) -> None:
+    from leser_env.search import MAX_QUERY_TERMS, SearchEngine
+
+    engine = SearchEngine(small, cache=tmp_path)
+    extractor = FeatureExtractor(small)
+    words = [f"w{i}x" for i in range(400)]  # 400 distinct terms in 2,400 characters: past both old caps
+    for query in ["grey couch", "", " ".join(words), "chair " * 3000, "Ergonomic chairs, CHAIR!"]:
+        assert extractor.analyze(query) == list(engine.analyze(query))
+    assert len(engine.analyze(" ".join(words))) == MAX_QUERY_TERMS
