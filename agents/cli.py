@@ -507,7 +507,15 @@ def train_command(
     catalog: CatalogOption = "synthetic",
     data_dir: DataDirOption = None,
     model: Annotated[str | None, typer.Option("--model", help="A Hugging Face causal LM name or path.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps.")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Optimizer steps (the same as --set max_steps=N).")
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="A config field, FIELD=VALUE (repeatable), e.g. --set beta=0.04 --set loss_type=dapo."
+        ),
+    ] = None,
     init: Annotated[Path | None, typer.Option("--init", help="Start from this run's policy (e.g. an SFT run).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped run in --out.")] = False,
     seed: int = 0,
@@ -517,61 +525,30 @@ def train_command(
     device: DeviceOption = None,
     dtype: DtypeOption = None,
 ) -> None:
-    """Train an LLM agent; `leser evaluate --checkpoint OUT` evaluates the result."""
-    from agents.policy import LLMPolicy, PolicyConfig
+    """Train an LLM agent (sft, grpo, ppo); every field of its config can be set with --set (an
+    unknown field's error lists them all); `leser evaluate --checkpoint OUT` evaluates the run."""
+    from agents.policy import PolicyConfig
+    from agents.training import configure, has_checkpoint, parse_settings, trainer
+    from leser_env.env import LeserEnv
 
-    data = str(data_dir) if data_dir else None
-    placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value}
-    policy_config = PolicyConfig(**({"model": model} if model else {}), **placement)
-    if engine_check and agent not in ("grpo", "ppo"):
-        raise ValueError("--engine-check trains grpo and ppo (the warm-up imitates fixed targets)")
-    from agents.training import has_checkpoint  # raises, naming the file, on a damaged checkpoint
-
-    if resume and not has_checkpoint(out):
+    chosen = trainer(agent)
+    overrides = {"seed": seed, **({"max_steps": steps} if steps else {}), **parse_settings(settings or [])}
+    config = configure(chosen.config_class, overrides)
+    if engine_check and not chosen.scores_samples:
+        raise ValueError(f"--engine-check trains agents that score their own samples, not {agent}")
+    if resume and not has_checkpoint(out):  # has_checkpoint raises, naming the file, on a damaged one
         raise ValueError(
             f"--resume: {out} holds no checkpoint to continue (no {out}/trainer_state.json); "
             "leave out --resume to start a run there"
         )
     if not resume and has_checkpoint(out):
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    if agent == "sft":
-        from agents import sft
-
-        config = sft.SFTConfig(seed=seed)
-        if steps:
-            config = sft.SFTConfig(seed=seed, examples=steps * config.batch_size)
-        report = sft.run(catalog, out, config, policy_config, data, resume=resume)
-        console.print(
-            f"SFT warm-up on {catalog}: format-valid rate on {report['validation_queries']} validation "
-            f"queries {report['format_valid_before']:.0%} -> {report['format_valid_after']:.0%}; "
-            f"evaluate with: leser evaluate --checkpoint {out} --catalog {catalog}"
-        )
-    elif agent in ("grpo", "ppo"):
-        import importlib
-
-        from leser_env.env import LeserEnv
-
-        algorithm = importlib.import_module(f"agents.{agent}")
-        config_class = algorithm.GRPOConfig if agent == "grpo" else algorithm.PPOConfig
-        config = config_class(seed=seed, **({"steps": steps} if steps else {}))
-        if resume:
-            policy = LLMPolicy.load(out / "policy", **placement)
-        elif init is not None:
-            policy = LLMPolicy.continue_from(init / "policy" if (init / "policy").is_dir() else init, **placement)
-        else:
-            policy = LLMPolicy(policy_config)
-        env = LeserEnv(catalog=catalog, data_dir=data, split="train", engine_check=engine_check or None)
-        result = algorithm.train(policy, env, config, out, resume=resume)
-        agents_by_name = {"grpo": "GRPOAgent", "ppo": "PPOAgent"}
-        getattr(algorithm, agents_by_name[agent]).describe(Path(out), catalog, data, engine_check)
-        last = result["log"][-1] if result["log"] else {}
-        console.print(
-            f"{agent.upper()} on {catalog}: {result['steps']} steps; last reward "
-            f"{last.get('reward_mean', 0):+.3f}, valid {last.get('valid_rate', 0):.0%}; "
-            f"curve: {out}/learning_curve.png; evaluate with: leser evaluate --checkpoint {out}"
-        )
-    else:
-        raise ValueError(f"unknown trainer {agent!r}: use sft, grpo or ppo")
+    placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value}
+    policy_config = PolicyConfig(**({"model": model} if model else {}), **placement)
+    data = str(data_dir) if data_dir else None
+    env = LeserEnv(catalog=catalog, data_dir=data, split="train", engine_check=engine_check or None)
+    result = chosen.run(config, env, out, resume, init=init, policy_config=policy_config)
+    console.print(f"{escape(result['summary'])}; evaluate with: leser evaluate --checkpoint {escape(str(out))}")
 
 
 @app.command("demo")

@@ -1,22 +1,24 @@
 """GRPO for LESER, as published: groups of completions scored by the search engine, no critic.
 
 Per optimizer step:
-1. sample ``queries_per_step`` train queries; for each, ``group_size`` (N=4) completions at
+1. sample ``queries_per_step`` train queries; for each, ``num_generations`` (N=4) completions at
    temperature 0.9, with the log-probabilities of their tokens at sampling time;
 2. score each group with the environment (``LeserEnv.score_group``): shared expansions are
    searched and judged once (train with ``LeserEnv(engine_check=True)`` to score completions
    without the expansions that match nothing, as a search system would serve them);
-3. advantage of each completion = its reward minus its group's mean (optionally divided by the
-   group's standard deviation, ``scale_by_std``); a group whose rewards are all equal carries
-   no learning signal (logged as ``zero_signal``);
+3. advantage of each completion = its reward minus its group's mean, optionally divided by the
+   standard deviation of its group or of the whole batch (``scale_rewards="group" | "batch"``;
+   "none" by default, as Dr. GRPO recommends); a group whose rewards are all equal carries no
+   learning signal (logged as ``zero_signal``);
 4. loss per token: the PPO-style clipped surrogate (epsilon 0.2) on the probability ratio to
-   the sampling-time policy, minus ``kl_beta`` times the k3 estimate of the KL to the reference
-   policy (the base model: the same weights with the LoRA adapter disabled); averaged over a
-   completion's tokens, then over completions (``loss_aggregation="sequence"``, as published),
-   or averaged over all the batch's tokens (``"token"``, as in DAPO): the published average gives
-   each token of a short completion more weight than a token of a long one, which pulls the
-   policy towards short answers (Liu et al. 2025, "Understanding R1-Zero-like training");
-   gradients accumulated over micro-batches; ``inner_epochs`` > 1 reuses the sampled
+   the sampling-time policy, minus ``beta`` times the k3 estimate of the KL to the reference
+   policy (the base model: the same weights with the LoRA adapter disabled); ``loss_type``, as
+   TRL names them: "grpo" averages over a completion's tokens, then over completions (as
+   published); "dapo" averages over all the batch's tokens; "dr_grpo" sums over tokens and
+   divides by completions x ``max_completion_length``. The published average gives each token
+   of a short completion more weight than a token of a long one, which pulls the policy towards
+   short answers (Liu et al. 2025, "Understanding R1-Zero-like training");
+   gradients accumulated over micro-batches; ``num_iterations`` > 1 reuses the sampled
    log-probabilities for several updates.
 An invalid completion simply gets the format penalty as its reward: it flows through training
 like any other sample.
@@ -35,47 +37,59 @@ from rich.progress import Progress
 
 from agents.base import register
 from agents.llm_agent import LLMAgent
-from agents.policy import LLMPolicy, Samples
+from agents.policy import LLMPolicy, PolicyConfig, Samples
 from agents.training import (
     RunLog,
     episode_stats,
     has_checkpoint,
     load_checkpoint,
     plot_learning_curve,
+    register_trainer,
     save_checkpoint,
+    start_policy,
 )
 from leser_env.env import LeserEnv
+
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+SCALE_REWARDS = ("none", "group", "batch")
 
 
 @dataclass
 class GRPOConfig:
-    steps: int = 40
+    max_steps: int = 40
     queries_per_step: int = 4
-    group_size: int = 4
+    num_generations: int = 4
     temperature: float = 0.9
-    max_new_tokens: int = 96
+    max_completion_length: int = 96
     learning_rate: float = 2e-4  # LoRA (B starts at zero) within tens of CPU steps; KL and clipping hold it
-    clip_epsilon: float = 0.2
-    kl_beta: float = 0.04
-    scale_by_std: bool = False
-    loss_aggregation: str = "sequence"  # or "token": every completion token weighs the same
-    inner_epochs: int = 1
+    epsilon: float = 0.2
+    beta: float = 0.04
+    scale_rewards: str = "none"  # "group" or "batch": divide advantages by that standard deviation
+    loss_type: str = "grpo"  # "dapo", "dr_grpo": every completion token weighs the same
+    num_iterations: int = 1
     micro_batch: int = 8  # completions per forward/backward pass (gradient accumulation)
     max_grad_norm: float = 1.0
-    checkpoint_every: int = 5
+    save_steps: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.loss_aggregation not in ("sequence", "token"):
-            raise ValueError(f"loss_aggregation must be 'sequence' or 'token', not {self.loss_aggregation!r}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, not {self.loss_type!r}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, not {self.scale_rewards!r}")
 
 
-def group_advantages(rewards: np.ndarray, scale_by_std: bool = False) -> np.ndarray:
-    """Reward minus the group mean, per row (one row per query); optionally over the group's std."""
+def group_advantages(rewards: np.ndarray, scale_rewards: str = "none") -> np.ndarray:
+    """Reward minus the group mean, per row (one row per query); optionally over the group's or
+    the batch's standard deviation."""
     rewards = np.asarray(rewards, dtype=np.float64)
     advantages = rewards - rewards.mean(axis=1, keepdims=True)
-    if scale_by_std:
+    if scale_rewards == "group":
         advantages = advantages / (rewards.std(axis=1, keepdims=True) + 1e-4)
+    elif scale_rewards == "batch":
+        advantages = advantages / (rewards.std() + 1e-4)
+    elif scale_rewards != "none":
+        raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, not {scale_rewards!r}")
     return advantages
 
 
@@ -84,8 +98,8 @@ def grpo_loss(
     old_logprobs: Sequence[torch.Tensor],
     ref_logprobs: Sequence[torch.Tensor],
     advantages: Sequence[float],
-    clip_epsilon: float,
-    kl_beta: float,
+    epsilon: float,
+    beta: float,
     token_normalizer: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate with a k3 KL penalty, per token.
@@ -99,13 +113,13 @@ def grpo_loss(
         if new.numel() == 0:
             continue
         ratio = torch.exp(new - old)
-        surrogate = torch.minimum(ratio * advantage, torch.clamp(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * advantage)
+        surrogate = torch.minimum(ratio * advantage, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * advantage)
         log_ratio_ref = ref - new
         kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1  # k3: unbiased, always >= 0
-        per_token = -(surrogate - kl_beta * kl)
+        per_token = -(surrogate - beta * kl)
         losses.append(per_token.mean() if token_normalizer is None else per_token.sum() / token_normalizer)
         kls.append(kl.mean().detach())
-        clipped += int(((ratio - 1).abs() > clip_epsilon).sum())
+        clipped += int(((ratio - 1).abs() > epsilon).sum())
         tokens += new.numel()
     if not losses:
         zero = torch.zeros((), requires_grad=True)
@@ -124,30 +138,33 @@ def collect(policy: LLMPolicy, env: LeserEnv, config: GRPOConfig) -> tuple[Sampl
     query_ids = draw_queries(env, config.queries_per_step)
     observations = [env.observe(query_id)[0] for query_id in query_ids]
     samples = policy.sample(
-        observations, n=config.group_size, temperature=config.temperature, max_new_tokens=config.max_new_tokens
+        observations,
+        n=config.num_generations,
+        temperature=config.temperature,
+        max_new_tokens=config.max_completion_length,
     )
     queries = [(observation["query"], query_id) for observation, query_id in zip(observations, query_ids, strict=True)]
-    rewards, infos = score_groups(env, queries, samples.texts, config.group_size)
+    rewards, infos = score_groups(env, queries, samples.texts, config.num_generations)
     return samples, rewards, infos
 
 
 def score_groups(
-    env: LeserEnv, queries: Sequence[tuple[str, str | None]], texts: Sequence[str], group_size: int
+    env: LeserEnv, queries: Sequence[tuple[str, str | None]], texts: Sequence[str], num_generations: int
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Rewards (one row per query) for consecutive groups of ``group_size`` completions.
+    """Rewards (one row per query) for consecutive groups of ``num_generations`` completions.
 
     ``queries`` holds each group's (query text, query id or None); each group is scored in one
     ``score_group`` call, so expansions shared within it are searched and judged once.
     """
-    if len(texts) != len(queries) * group_size:
-        raise ValueError(f"{len(texts)} completions for {len(queries)} groups of {group_size}")
+    if len(texts) != len(queries) * num_generations:
+        raise ValueError(f"{len(texts)} completions for {len(queries)} groups of {num_generations}")
     rewards, infos = [], []
     for index, (query, query_id) in enumerate(queries):
-        group = texts[index * group_size : (index + 1) * group_size]
+        group = texts[index * num_generations : (index + 1) * num_generations]
         group_rewards, group_infos = env.score_group(query, group, query_id)
         rewards.append(group_rewards)
         infos.extend(group_infos)
-    return np.array(rewards, dtype=np.float64).reshape(len(queries), group_size), infos
+    return np.array(rewards, dtype=np.float64).reshape(len(queries), num_generations), infos
 
 
 def update(
@@ -159,12 +176,14 @@ def update(
     reference = policy.completion_logprobs(prompts, samples.completion_ids, grad=False, reference=True)
     total = len(prompts)
     scored = max(sum(1 for ids in samples.completion_ids if ids), 1)  # an empty completion has no token to learn on
-    token_normalizer = (
-        float(max(sum(len(ids) for ids in samples.completion_ids), 1)) if config.loss_aggregation == "token" else None
-    )
+    token_normalizer = {
+        "grpo": None,
+        "dapo": float(max(sum(len(ids) for ids in samples.completion_ids), 1)),
+        "dr_grpo": float(total * config.max_completion_length),
+    }[config.loss_type]
     stats: dict[str, float] = {}
     policy.model.train()
-    for _ in range(config.inner_epochs):
+    for _ in range(config.num_iterations):
         optimizer.zero_grad()
         sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
         for start in range(0, total, config.micro_batch):
@@ -177,8 +196,8 @@ def update(
                 samples.logprobs[part],
                 reference[part],
                 flat_advantages[part],
-                config.clip_epsilon,
-                config.kl_beta,
+                config.epsilon,
+                config.beta,
                 token_normalizer,
             )
             weight = sum(1 for ids in samples.completion_ids[part] if ids) / scored
@@ -205,13 +224,13 @@ def train(
     optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.learning_rate)
     start, records = 0, []
     if resume and has_checkpoint(out):
-        start, records, _ = load_checkpoint(out, optimizer, env.np_random, total_steps=config.steps)
+        start, records, _ = load_checkpoint(out, optimizer, env.np_random, total_steps=config.max_steps)
     log = RunLog(out, records)
     with Progress(disable=not progress) as bar:
-        task = bar.add_task("GRPO", total=config.steps, completed=start)
-        for step in range(start, config.steps):
+        task = bar.add_task("GRPO", total=config.max_steps, completed=start)
+        for step in range(start, config.max_steps):
             samples, rewards, infos = collect(policy, env, config)
-            advantages = group_advantages(rewards, config.scale_by_std)
+            advantages = group_advantages(rewards, config.scale_rewards)
             stats = update(policy, optimizer, samples, advantages, config)
             record = {
                 "step": step + 1,
@@ -225,11 +244,37 @@ def train(
                 advance=1,
                 description=f"GRPO reward {record['reward_mean']:+.3f} valid {record['valid_rate']:.0%}",
             )
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            if (step + 1) % config.save_steps == 0 or step + 1 == config.max_steps:
                 save_checkpoint(out, policy, optimizer, step + 1, asdict(config), log, env.np_random)
     log.close()
     plot_learning_curve(log.records, out / "learning_curve.png", f"GRPO on {env.catalog.name}")
-    return {"steps": config.steps, "log": log.records}
+    return {"steps": config.max_steps, "log": log.records}
+
+
+@register_trainer("grpo", GRPOConfig)
+def run(
+    config: GRPOConfig,
+    env: LeserEnv,
+    out: str | Path,
+    resume: bool = False,
+    *,
+    policy: LLMPolicy | None = None,
+    init: str | Path | None = None,
+    policy_config: PolicyConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The whole GRPO stage: its policy (resumed, started from ``init`` or fresh), training on
+    ``env``'s train queries, and the run's agent.json (``leser evaluate --checkpoint OUT``)."""
+    out = Path(out)
+    policy = policy or start_policy(out, resume, Path(init) if init else None, policy_config)
+    result = train(policy, env, config, out, resume=resume, progress=progress)
+    GRPOAgent.describe(out, env.catalog_spec, env.data_dir, engine_check=env.engine_check)
+    last = result["log"][-1] if result["log"] else {}
+    result["summary"] = (
+        f"GRPO on {env.catalog.name}: {result['steps']} steps; last reward {last.get('reward_mean', 0):+.3f}, "
+        f"valid {last.get('valid_rate', 0):.0%}; curve: {out / 'learning_curve.png'}"
+    )
+    return result
 
 
 @register("grpo")

@@ -33,7 +33,7 @@ from agents.lora import ATTENTION_PROJECTIONS, lora_targets
 from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
 from catalogs.storage import recover_directory, replace_directory, staging_directory, write_json_atomically
 from leser_env.actions import ActionLimits
-from leser_env.prompt import render_messages
+from leser_env.prompt import fit_observation, render_messages
 
 END_OF_TURN = "<|im_end|>"
 POLICY_FILE = "policy.json"
@@ -144,13 +144,11 @@ class LLMPolicy:
 
     def encode_prompt(self, observation: Mapping[str, str]) -> list[int]:
         """Token ids of the prompt; an over-long context is cut line by line from its end."""
-        observation = dict(observation)
-        while True:
-            ids = self.tokenizer(self.prompt_text(observation), add_special_tokens=False)["input_ids"]
-            context = observation.get("context", "")
-            if len(ids) <= self.config.max_prompt_tokens or not context:
-                return ids[-self.config.max_prompt_tokens :]
-            observation["context"] = context.rsplit("\n", 1)[0] if "\n" in context else ""
+        fitted = fit_observation(observation, lambda o: len(self._prompt_ids(o)), self.config.max_prompt_tokens)
+        return self._prompt_ids(fitted)[-self.config.max_prompt_tokens :]
+
+    def _prompt_ids(self, observation: Mapping[str, str]) -> list[int]:
+        return self.tokenizer(self.prompt_text(observation), add_special_tokens=False)["input_ids"]
 
     # -- sampling -----------------------------------------------------------------------
 

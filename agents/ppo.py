@@ -8,8 +8,8 @@ Per optimizer step:
 3. per-token rewards: -kl_coef * (log pi - log pi_ref) at every token, plus the environment's
    reward at the last token; advantages and returns by GAE (gamma 1, lambda 0.95) over the
    completion tokens, advantages whitened over the batch;
-4. loss: PPO's clipped policy loss (epsilon 0.2) plus ``value_coef`` times the clipped value
-   loss, token-averaged; ``inner_epochs`` passes over the batch in micro-batches.
+4. loss: PPO's clipped policy loss (epsilon 0.2) plus ``vf_coef`` times the clipped value
+   loss, token-averaged; ``num_ppo_epochs`` passes over the batch in micro-batches.
 
 Why a value head on the language model rather than a separate critic: the critic must read the
 same long prompt (query plus product context) as the policy; sharing the trunk costs one
@@ -30,36 +30,38 @@ from rich.progress import Progress
 from agents.base import register
 from agents.grpo import draw_queries
 from agents.llm_agent import LLMAgent
-from agents.policy import LLMPolicy, Samples
+from agents.policy import LLMPolicy, PolicyConfig, Samples
 from agents.training import (
     RunLog,
     episode_stats,
     has_checkpoint,
     load_checkpoint,
     plot_learning_curve,
+    register_trainer,
     save_checkpoint,
+    start_policy,
 )
 from leser_env.env import LeserEnv
 
 
 @dataclass
 class PPOConfig:
-    steps: int = 40
+    max_steps: int = 40
     queries_per_step: int = 8
     temperature: float = 0.9
-    max_new_tokens: int = 96
+    response_length: int = 96
     learning_rate: float = 2e-5
     value_learning_rate: float = 1e-3
-    clip_epsilon: float = 0.2
-    value_clip: float = 0.2
-    value_coef: float = 0.5
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.5
     kl_coef: float = 0.05
     gamma: float = 1.0
     lam: float = 0.95
-    inner_epochs: int = 2
+    num_ppo_epochs: int = 2
     micro_batch: int = 4
     max_grad_norm: float = 1.0
-    checkpoint_every: int = 5
+    save_steps: int = 5
     seed: int = 0
 
 
@@ -110,11 +112,11 @@ def ppo_losses(
     """Clipped policy loss, clipped value loss (token means) and the clipped fraction."""
     ratio = torch.exp(new_logprobs - old_logprobs)
     policy_loss = torch.maximum(
-        -advantages * ratio, -advantages * torch.clamp(ratio, 1 - config.clip_epsilon, 1 + config.clip_epsilon)
+        -advantages * ratio, -advantages * torch.clamp(ratio, 1 - config.cliprange, 1 + config.cliprange)
     )
-    clipped_values = old_values + torch.clamp(new_values - old_values, -config.value_clip, config.value_clip)
+    clipped_values = old_values + torch.clamp(new_values - old_values, -config.cliprange_value, config.cliprange_value)
     value_loss = 0.5 * torch.maximum((new_values - returns) ** 2, (clipped_values - returns) ** 2)
-    clip_fraction = float(((ratio - 1).abs() > config.clip_epsilon).float().mean())
+    clip_fraction = float(((ratio - 1).abs() > config.cliprange).float().mean())
     return policy_loss.mean(), value_loss.mean(), clip_fraction
 
 
@@ -124,7 +126,7 @@ def collect(
     """Sample, score, and compute per-token values, reference log-probs, advantages and returns."""
     query_ids = draw_queries(env, config.queries_per_step)
     observations = [env.observe(query_id)[0] for query_id in query_ids]
-    samples = policy.sample(observations, n=1, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    samples = policy.sample(observations, n=1, temperature=config.temperature, max_new_tokens=config.response_length)
     rewards, infos = [], []
     for query_id, observation, text in zip(query_ids, observations, samples.texts, strict=True):
         group_rewards, group_infos = env.score_group(observation["query"], [text], query_id)
@@ -157,12 +159,12 @@ def update(
     batch: dict[str, list[torch.Tensor]],
     config: PPOConfig,
 ) -> dict[str, float]:
-    """``inner_epochs`` passes of clipped policy and value losses over the batch, in micro-batches."""
+    """``num_ppo_epochs`` passes of clipped policy and value losses over the batch, in micro-batches."""
     keep = [i for i, ids in enumerate(samples.completion_ids) if ids]
     total = len(keep)
     stats = {"loss": 0.0, "policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
     policy.model.train()
-    for _ in range(config.inner_epochs):
+    for _ in range(config.num_ppo_epochs):
         optimizer.zero_grad()
         stats = dict.fromkeys(stats, 0.0)
         for start in range(0, total, config.micro_batch):
@@ -184,7 +186,7 @@ def update(
                 torch.cat([batch["returns"][i] for i in rows]),
                 config,
             )
-            loss = policy_loss + config.value_coef * value_loss
+            loss = policy_loss + config.vf_coef * value_loss
             weight = len(rows) / total
             (loss * weight).backward()
             stats["loss"] += loss.item() * weight
@@ -215,12 +217,12 @@ def train(
     )
     start, records = 0, []
     if resume and has_checkpoint(out):
-        start, records, extra = load_checkpoint(out, optimizer, env.np_random, total_steps=config.steps)
+        start, records, extra = load_checkpoint(out, optimizer, env.np_random, total_steps=config.max_steps)
         value_head.load_state_dict(extra["value_head"])
     log = RunLog(out, records)
     with Progress(disable=not progress) as bar:
-        task = bar.add_task("PPO", total=config.steps, completed=start)
-        for step in range(start, config.steps):
+        task = bar.add_task("PPO", total=config.max_steps, completed=start)
+        for step in range(start, config.max_steps):
             samples, rewards, infos, batch = collect(policy, value_head, env, config)
             stats = update(policy, value_head, optimizer, samples, batch, config)
             record = {
@@ -233,7 +235,7 @@ def train(
             bar.update(
                 task, advance=1, description=f"PPO reward {record['reward_mean']:+.3f} valid {record['valid_rate']:.0%}"
             )
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            if (step + 1) % config.save_steps == 0 or step + 1 == config.max_steps:
                 save_checkpoint(
                     out,
                     policy,
@@ -246,7 +248,33 @@ def train(
                 )
     log.close()
     plot_learning_curve(log.records, out / "learning_curve.png", f"PPO on {env.catalog.name}")
-    return {"steps": config.steps, "log": log.records, "value_head": value_head}
+    return {"steps": config.max_steps, "log": log.records, "value_head": value_head}
+
+
+@register_trainer("ppo", PPOConfig)
+def run(
+    config: PPOConfig,
+    env: LeserEnv,
+    out: str | Path,
+    resume: bool = False,
+    *,
+    policy: LLMPolicy | None = None,
+    init: str | Path | None = None,
+    policy_config: PolicyConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The whole PPO stage: its policy (resumed, started from ``init`` or fresh), training on
+    ``env``'s train queries, and the run's agent.json (``leser evaluate --checkpoint OUT``)."""
+    out = Path(out)
+    policy = policy or start_policy(out, resume, Path(init) if init else None, policy_config)
+    result = train(policy, env, config, out, resume=resume, progress=progress)
+    PPOAgent.describe(out, env.catalog_spec, env.data_dir, engine_check=env.engine_check)
+    last = result["log"][-1] if result["log"] else {}
+    result["summary"] = (
+        f"PPO on {env.catalog.name}: {result['steps']} steps; last reward {last.get('reward_mean', 0):+.3f}, "
+        f"valid {last.get('valid_rate', 0):.0%}; curve: {out / 'learning_curve.png'}"
+    )
+    return result
 
 
 @register("ppo")

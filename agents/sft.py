@@ -27,6 +27,7 @@ validation queries.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -43,7 +44,7 @@ from agents.base import register
 from agents.baselines import PseudoRelevanceFeedbackAgent
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig
-from agents.training import RunLog, has_checkpoint, load_checkpoint, save_checkpoint
+from agents.training import RunLog, has_checkpoint, load_checkpoint, register_trainer, save_checkpoint, start_policy
 from catalogs import Split
 from catalogs.storage import write_json_atomically
 from leser_env.actions import encode_action, parse_action
@@ -58,12 +59,14 @@ WORD = re.compile(r"[a-z][a-z0-9\-']*")
 @dataclass
 class SFTConfig:
     examples: int = 400  # the paper warms up on 10k; a CPU default that teaches the format
-    epochs: int = 1
-    batch_size: int = 4
+    # Optimizer steps; when set, it decides the example count (max_steps x batch / epochs).
+    max_steps: int | None = None
+    num_train_epochs: int = 1
+    per_device_train_batch_size: int = 4
     learning_rate: float = 2e-4
     max_expansions: int = 5
     candidates_per_query: int = 25
-    checkpoint_every: int = 25  # optimizer steps
+    save_steps: int = 25  # optimizer steps
     seed: int = 0
 
 
@@ -171,10 +174,13 @@ def train(
     optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.learning_rate)
     order = [
         i
-        for epoch in range(config.epochs)
+        for epoch in range(config.num_train_epochs)
         for i in random.Random(config.seed + epoch).sample(range(len(examples)), len(examples))
     ]
-    steps = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    steps = [
+        order[i : i + config.per_device_train_batch_size]
+        for i in range(0, len(order), config.per_device_train_batch_size)
+    ][: config.max_steps]
     start, records = 0, []
     if resume and has_checkpoint(out):
         start, records, _ = load_checkpoint(out, optimizer, total_steps=len(steps))
@@ -189,7 +195,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), 1.0)
         optimizer.step()
         log.add({"step": step + 1, "loss": loss.item()})
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == len(steps):
+        if (step + 1) % config.save_steps == 0 or step + 1 == len(steps):
             save_checkpoint(out, policy, optimizer, step + 1, asdict(config), log)
     log.close()
     return {"steps": len(steps), "final_loss": log.records[-1]["loss"] if log.records else None, "log": log.records}
@@ -209,26 +215,36 @@ def finished(out: str | Path) -> bool:
     return "format_valid_after" in read_report(out)
 
 
+def example_count(config: SFTConfig) -> int:
+    """Warm-up examples to build: ``examples``, or what ``max_steps`` batches over the epochs need."""
+    if config.max_steps is None:
+        return config.examples
+    return math.ceil(config.max_steps * config.per_device_train_batch_size / config.num_train_epochs)
+
+
+@register_trainer("sft", SFTConfig, scores_samples=False)
 def run(
-    catalog: str,
-    out: str | Path,
     config: SFTConfig,
-    policy_config: PolicyConfig | None = None,
-    data_dir: str | None = None,
+    env: LeserEnv,
+    out: str | Path,
     resume: bool = False,
+    *,
+    policy: LLMPolicy | None = None,
+    init: str | Path | None = None,
+    policy_config: PolicyConfig | None = None,
     validation_queries: int = 40,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The whole warm-up: examples, format-valid rate before, training, rate after, a saved agent."""
+    """The whole warm-up: examples from ``env``'s train queries, the format-valid rate on
+    validation queries before, training, the rate after, and the run's agent.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    env = LeserEnv(catalog=catalog, data_dir=data_dir, split="train")
     resuming = resume and has_checkpoint(out)
-    policy_config = policy_config or PolicyConfig()
-    placement = {"device": policy_config.device, "dtype": policy_config.dtype}  # where this process runs it
-    policy = LLMPolicy.load(out / "policy", **placement) if resuming else LLMPolicy(policy_config)
-    examples = build_examples(env, config.examples, config.max_expansions, config.candidates_per_query, config.seed)
-    validation_env = LeserEnv(catalog=catalog, data_dir=data_dir, split="validation")
+    policy = policy or start_policy(out, resuming, Path(init) if init else None, policy_config)
+    examples = build_examples(
+        env, example_count(config), config.max_expansions, config.candidates_per_query, config.seed
+    )
+    validation_env = LeserEnv(catalog=env.catalog_spec, data_dir=env.data_dir, split="validation")
     held_out = [validation_env.observe(qid)[0] for qid in validation_env.query_ids[:validation_queries]]
     report_file = out / REPORT_FILE
     report = read_report(out) if resuming else {}
@@ -239,7 +255,7 @@ def run(
     result = train(policy, examples, config, out, resume=resuming, progress=progress)
     report.update(
         {
-            "catalog": catalog,
+            "catalog": env.catalog_spec,
             "examples": len(examples),
             "validation_queries": len(held_out),
             "format_valid_after": format_valid_rate(policy, held_out),
@@ -249,7 +265,12 @@ def run(
         }
     )
     write_json_atomically(report_file, report)
-    SFTAgent.describe(out, catalog, data_dir)
+    SFTAgent.describe(out, env.catalog_spec, env.data_dir)
+    report["log"] = result["log"]
+    report["summary"] = (
+        f"SFT warm-up on {env.catalog.name}: format-valid rate on {len(held_out)} validation queries "
+        f"{report['format_valid_before']:.0%} -> {report['format_valid_after']:.0%}"
+    )
     return report
 
 

@@ -1,4 +1,10 @@
-"""What every training loop shares: atomic checkpoints that resume, step logs, a learning curve.
+"""What every training loop shares: one trainer shape, atomic checkpoints that resume, step logs,
+a learning curve.
+
+Every trainer (SFT, GRPO, PPO) is a function ``run(config, env, out, resume=False, *, policy=None,
+init=None, policy_config=None, progress=True) -> dict`` registered with its config dataclass
+(``register_trainer``), so ``leser train --agent NAME --set field=value ...`` builds any of them
+the same way (``configure`` turns the ``--set`` strings into the config's field types).
 
 A run directory holds ``policy/`` (the peft adapter and policy config), ``optimizer.pt``,
 ``rng.pt`` (torch and numpy generator states), ``trainer_state.json`` (step, config, log and the
@@ -16,17 +22,21 @@ project's, is refused with an error naming the file, never resumed from.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import math
 import shutil
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from agents.policy import LLMPolicy
+from agents.policy import LLMPolicy, PolicyConfig
 from catalogs.storage import (
     atomic_file,
     file_digest,
@@ -40,6 +50,99 @@ from catalogs.storage import (
 STATE_FILE = "trainer_state.json"
 POLICY_DIR = "policy"
 STATE_BLOBS = ("optimizer.pt", "rng.pt")
+
+
+TRAINER_MODULES = ("agents.sft", "agents.grpo", "agents.ppo")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    name: str
+    config_class: type
+    run: Callable[..., dict[str, Any]]
+    scores_samples: bool  # trains on rewards of its own samples (so the engine check applies)
+
+
+TRAINERS: dict[str, Trainer] = {}
+
+
+def register_trainer(name: str, config_class: type, scores_samples: bool = True) -> Callable:
+    """Decorator for a module's ``run``: makes it ``leser train --agent NAME``."""
+
+    def decorate(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        TRAINERS[name] = Trainer(name, config_class, run, scores_samples)
+        return run
+
+    return decorate
+
+
+def trainer(name: str) -> Trainer:
+    for module in TRAINER_MODULES:
+        importlib.import_module(module)
+    if name not in TRAINERS:
+        raise ValueError(f"unknown trainer {name!r}: use one of {', '.join(sorted(TRAINERS))}")
+    return TRAINERS[name]
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
+    """``["beta=0.04", "loss_type=dapo"]`` -> ``{"beta": "0.04", "loss_type": "dapo"}``."""
+    settings = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"--set takes FIELD=VALUE, not {pair!r}")
+        settings[name.strip()] = value.strip()
+    return settings
+
+
+def configure(config_class: type, settings: Mapping[str, Any]) -> Any:
+    """A config with ``settings`` applied; strings are converted to each field's type."""
+    types = typing.get_type_hints(config_class)
+    names = [field.name for field in dataclasses.fields(config_class)]
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        raise ValueError(f"{config_class.__name__} has no field {', '.join(unknown)}; its fields: {', '.join(names)}")
+    values = {
+        name: _convert(name, value, types[name]) if isinstance(value, str) else value
+        for name, value in settings.items()
+    }
+    return config_class(**values)
+
+
+def _convert(name: str, text: str, kind: Any) -> Any:
+    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    options = typing.get_args(kind) if union else (kind,)
+    if type(None) in options and text.lower() in ("none", "null", ""):
+        return None
+    for option in (o for o in options if o is not type(None)):
+        try:
+            if option is bool:
+                if text.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if text.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(text)
+            if option in (int, float, str):
+                return option(text)
+        except ValueError:
+            continue
+    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ValueError(f"--set {name}={text}: expected {expected}")
+
+
+def start_policy(
+    out: Path, resume: bool, init: Path | None = None, policy_config: PolicyConfig | None = None
+) -> LLMPolicy:
+    """The policy a run trains: its own checkpoint when resuming, else a saved policy to start from
+    (``init``: merged into the base, a fresh adapter on top), else a fresh one from ``policy_config``."""
+    config = policy_config or PolicyConfig()
+    placement = {"device": config.device, "dtype": config.dtype}
+    if resume and has_checkpoint(out):
+        return LLMPolicy.load(Path(out) / "policy", **placement)
+    if init is not None:
+        init = Path(init)
+        return LLMPolicy.continue_from(init / "policy" if (init / "policy").is_dir() else init, **placement)
+    return LLMPolicy(config)
 
 
 class RunLog:

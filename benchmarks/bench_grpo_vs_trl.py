@@ -44,7 +44,7 @@ from leser_env.prompt import render_messages
 PROMPTS, GROUP, NEW_TOKENS, LORA_RANK, LORA_ALPHA = 4, 4, 48, 16, 32
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 DEFAULTS = grpo.GRPOConfig()  # our defaults, given to both sides
-LEARNING_RATE, BETA, EPSILON = DEFAULTS.learning_rate, DEFAULTS.kl_beta, DEFAULTS.clip_epsilon
+LEARNING_RATE, BETA, EPSILON = DEFAULTS.learning_rate, DEFAULTS.beta, DEFAULTS.epsilon
 TEMPERATURE, MICRO_BATCH = DEFAULTS.temperature, DEFAULTS.micro_batch
 
 
@@ -99,12 +99,12 @@ def ours(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list
     policy = LLMPolicy(PolicyConfig(lora_rank=LORA_RANK, lora_alpha=LORA_ALPHA, target_modules=TARGETS))
     policy.sample = TIMER.wrap("generation", policy.sample)
     config = grpo.GRPOConfig(
-        group_size=GROUP,
+        num_generations=GROUP,
         temperature=TEMPERATURE,
-        max_new_tokens=NEW_TOKENS,
+        max_completion_length=NEW_TOKENS,
         learning_rate=LEARNING_RATE,
-        clip_epsilon=EPSILON,
-        kl_beta=BETA,
+        epsilon=EPSILON,
+        beta=BETA,
         micro_batch=MICRO_BATCH,
     )
     optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.learning_rate)

@@ -17,8 +17,6 @@ from pathlib import Path
 import agents
 from agents import grpo, sft
 from agents.evaluate import compare, markdown_table, paired_table
-from agents.policy import LLMPolicy
-from agents.training import has_checkpoint
 from leser_env.env import LeserEnv
 
 
@@ -38,19 +36,21 @@ def main() -> None:
     args = parser.parse_args()
 
     sft_dir, grpo_dir = args.out / "sft", args.out / "grpo"
-    sft_config = sft.SFTConfig(examples=args.sft_steps * sft.SFTConfig().batch_size)
+    train_env = LeserEnv(catalog=args.catalog, split="train", engine_check=args.engine_check or None)
     if not sft.finished(sft_dir):
         print(f"1/3 warm-up: {args.sft_steps} steps, format-valid rate measured before and after")
-        report = sft.run(args.catalog, sft_dir, sft_config, resume=True, validation_queries=args.validation)
-        print(f"warm-up: format-valid {report['format_valid_before']:.0%} -> {report['format_valid_after']:.0%}")
+        warm_up_env = LeserEnv(catalog=args.catalog, split="train")  # the warm-up imitates fixed targets
+        report = sft.run(
+            sft.SFTConfig(max_steps=args.sft_steps),
+            warm_up_env,
+            sft_dir,
+            resume=True,
+            validation_queries=args.validation,
+        )
+        print(report["summary"])
 
     print(f"2/3 GRPO: {args.grpo_steps} steps from the warmed-up policy")
-    resume = has_checkpoint(grpo_dir)
-    policy = LLMPolicy.load(grpo_dir / "policy") if resume else LLMPolicy.continue_from(sft_dir / "policy")
-    env = LeserEnv(catalog=args.catalog, split="train", engine_check=args.engine_check or None)
-    config = grpo.GRPOConfig(steps=args.grpo_steps)
-    grpo.train(policy, env, config, grpo_dir, resume=resume)
-    grpo.GRPOAgent.describe(grpo_dir, args.catalog, None, engine_check=args.engine_check)
+    grpo.run(grpo.GRPOConfig(max_steps=args.grpo_steps), train_env, grpo_dir, resume=True, init=sft_dir)
 
     print(f"3/3 comparison on {args.limit} held-out test queries")
     contenders = [

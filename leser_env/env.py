@@ -129,6 +129,8 @@ class LeserEnv(gym.Env):
             config = replace(config, **{key: value for key, value in overrides.items() if value is not None})
             self.reward = Reward(self.engine, relevance_for(catalog, data_dir), config, self.action_limits)
         self.matching = mode or getattr(getattr(self.reward, "config", None), "mode", "and")
+        # Whether scoring drops expansions that match nothing (a reward object without a config: no).
+        self.engine_check = bool(getattr(getattr(self.reward, "config", None), "engine_check", False))
         self.context_k = int(context_k)
         self.feedback = PseudoRelevanceFeedback(self.catalog_spec, self.data_dir) if feedback_evidence else None
         self.query_ids = self.catalog.query_ids(self.split)

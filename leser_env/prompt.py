@@ -10,7 +10,7 @@ evidence lines when the observation has them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from leser_env.actions import ActionLimits
@@ -42,3 +42,16 @@ def render_messages(observation: Mapping[str, Any], limits: ActionLimits | None 
     if evidence:
         user += "\n" + evidence
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def fit_observation(
+    observation: Mapping[str, Any], prompt_tokens: Callable[[Mapping[str, Any]], int], max_tokens: int
+) -> dict[str, Any]:
+    """The observation with its product context cut line by line from the end until the prompt
+    (``prompt_tokens`` counts it) fits in ``max_tokens``; the query and evidence are kept whole.
+    Our policy and the TRL dataset both call this, so both see the same prompt."""
+    fitted = dict(observation)
+    while prompt_tokens(fitted) > max_tokens and fitted.get("context"):
+        context = fitted["context"]
+        fitted["context"] = context.rsplit("\n", 1)[0] if "\n" in context else ""
+    return fitted

@@ -104,7 +104,7 @@ def test_a_checkpoint_survives_a_kill_at_every_instant_of_a_save(tiny_policy, tm
 
 @pytest.fixture
 def finished_run(tiny_policy, tmp_path: Path) -> Path:
-    config = grpo.GRPOConfig(steps=1, queries_per_step=1, group_size=2, max_new_tokens=4, checkpoint_every=1)
+    config = grpo.GRPOConfig(max_steps=1, queries_per_step=1, num_generations=2, max_completion_length=4, save_steps=1)
     grpo.train(tiny_policy(), grpo_env(), config, tmp_path / "run", progress=False)
     return tmp_path / "run"
 
@@ -116,7 +116,9 @@ def grpo_env():
 
 
 def resume(tiny_policy, run: Path, steps: int = 2) -> dict:
-    config = grpo.GRPOConfig(steps=steps, queries_per_step=1, group_size=2, max_new_tokens=4, checkpoint_every=1)
+    config = grpo.GRPOConfig(
+        max_steps=steps, queries_per_step=1, num_generations=2, max_completion_length=4, save_steps=1
+    )
     return grpo.train(tiny_policy(), grpo_env(), config, run, resume=True, progress=False)
 
 
@@ -159,7 +161,7 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(
 
 
 def test_a_checkpoint_past_the_runs_length_is_refused(tiny_policy, finished_run: Path) -> None:
-    config = grpo.GRPOConfig(steps=2, queries_per_step=1, group_size=2, max_new_tokens=4, checkpoint_every=1)
+    config = grpo.GRPOConfig(max_steps=2, queries_per_step=1, num_generations=2, max_completion_length=4, save_steps=1)
     grpo.train(tiny_policy(), grpo_env(), config, finished_run, resume=True, progress=False)
     with pytest.raises(ValueError, match="at step 2, past this run's 1 steps"):
         resume(tiny_policy, finished_run, steps=1)

@@ -67,7 +67,10 @@ def test_search_with_query_syntax_does_not_fail(catalog_dir: Path) -> None:
         (("search", "sofa", "--catalog", "synthetic", "--mode", "xor"), "mode must be 'and' or 'or'"),
         (("catalog", "download", "homedepot"), "Kaggle"),
         (("evaluate", "--agent", "prf", "--engine-check", "--limit", "1"), "--engine-check is for LLM agents"),
-        (("train", "--agent", "sft", "--out", "/tmp/never", "--engine-check"), "--engine-check trains grpo and ppo"),
+        (
+            ("train", "--agent", "sft", "--out", "/tmp/never", "--engine-check"),
+            "--engine-check trains agents that score their own samples, not sft",
+        ),
     ],
 )
 def test_user_errors_are_one_clear_line(args: tuple[str, ...], message: str) -> None:
@@ -171,3 +174,53 @@ def test_search_json_is_valid_utf8_for_undecodable_arguments(catalog_dir: Path) 
 def test_evaluation_arguments_are_checked(args: tuple[str, ...], message: str) -> None:
     result = invoke(*args)
     assert result.exit_code == 2 and message in result.output + result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("agent", "settings", "expected"),
+    [
+        ("sft", ["max_steps=1", "per_device_train_batch_size=2", "learning_rate=1e-3"], {"learning_rate": 1e-3}),
+        (
+            "grpo",
+            [
+                "max_steps=1",
+                "queries_per_step=1",
+                "num_generations=2",
+                "max_completion_length=4",
+                "beta=0",
+                "loss_type=dapo",
+                "scale_rewards=group",
+            ],
+            {"beta": 0.0, "loss_type": "dapo", "scale_rewards": "group", "num_generations": 2},
+        ),
+        (
+            "ppo",
+            ["max_steps=1", "queries_per_step=2", "response_length=4", "cliprange=0.1", "num_ppo_epochs=1"],
+            {"cliprange": 0.1, "num_ppo_epochs": 1, "response_length": 4},
+        ),
+    ],
+)
+def test_train_sets_any_config_field_for_every_agent(
+    tiny_model_dir: Path, tmp_path: Path, agent: str, settings: list[str], expected: dict
+) -> None:
+    args = ["train", "--agent", agent, "--model", str(tiny_model_dir), "--out", str(tmp_path / agent)]
+    result = invoke(*args, *[item for setting in settings for item in ("--set", setting)])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / agent / "trainer_state.json").read_text())
+    assert state["step"] == 1 and {key: state["config"][key] for key in expected} == expected
+    assert json.loads((tmp_path / agent / "agent.json").read_text())["name"] == agent
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("bta=0.1", "GRPOConfig has no field bta; its fields: max_steps"),
+        ("beta=high", "--set beta=high: expected float"),
+        ("loss_type=mean", "loss_type must be one of grpo, dapo, dr_grpo"),
+        ("beta", "--set takes FIELD=VALUE"),
+    ],
+)
+def test_train_refuses_a_bad_setting_by_name(tmp_path: Path, setting: str, message: str) -> None:
+    result = invoke("train", "--agent", "grpo", "--out", str(tmp_path / "run"), "--set", setting)
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()

@@ -79,7 +79,7 @@ def test_a_policy_config_with_an_unknown_key_is_refused(tiny_policy, tmp_path: P
 def test_grpo_step_on_cuda_in_bfloat16(tiny_policy, tmp_path: Path) -> None:
     policy = tiny_policy(device="cuda", dtype="auto")
     assert policy.device.type == "cuda" and next(policy.model.parameters()).device.type == "cuda"
-    config = grpo.GRPOConfig(steps=1, queries_per_step=2, group_size=2, max_new_tokens=8, checkpoint_every=1)
+    config = grpo.GRPOConfig(max_steps=1, queries_per_step=2, num_generations=2, max_completion_length=8, save_steps=1)
     result = grpo.train(policy, LeserEnv(catalog="synthetic"), config, tmp_path, progress=False)
     assert result["steps"] == 1
     restored = LLMPolicy.load(

@@ -137,9 +137,12 @@ def test_kl_is_zero_with_the_adapter_disabled(tiny_policy) -> None:
         torch.testing.assert_close(a, b)
 
 
-@given(st.lists(st.lists(st.floats(-2, 2), min_size=4, max_size=4), min_size=1, max_size=6), st.booleans())
-def test_advantages_sum_to_zero_per_group(rewards: list[list[float]], scale: bool) -> None:
-    advantages = grpo.group_advantages(np.array(rewards), scale_by_std=scale)
+@given(
+    st.lists(st.lists(st.floats(-2, 2), min_size=4, max_size=4), min_size=1, max_size=6),
+    st.sampled_from(grpo.SCALE_REWARDS),
+)
+def test_advantages_sum_to_zero_per_group(rewards: list[list[float]], scale: str) -> None:
+    advantages = grpo.group_advantages(np.array(rewards), scale_rewards=scale)
     np.testing.assert_allclose(advantages.sum(axis=1), 0.0, atol=1e-6)
 
 
@@ -149,7 +152,7 @@ def test_groups_are_scored_against_their_own_query() -> None:
     query_ids = env.query_ids[:2]
     texts = ['<answer>["office chair"]</answer>', "not an action", '<answer>["desk lamp"]</answer>', "{}"] * 2
     queries = [(env.observe(qid)[0]["query"], qid) for qid in query_ids]
-    rewards, infos = grpo.score_groups(env, queries, texts, group_size=4)
+    rewards, infos = grpo.score_groups(env, queries, texts, num_generations=4)
     assert rewards.shape == (2, 4) and len(infos) == 8
     assert not np.array_equal(rewards[0], rewards[1]), "the same texts must score differently for other queries"
     for row, query_id in enumerate(query_ids):
@@ -160,7 +163,7 @@ def test_groups_are_scored_against_their_own_query() -> None:
         assert infos[row * 4]["query_id"] == query_id and infos[row * 4]["query"] == observation["query"]
     assert rewards[0, 1] == env.reward.config.format_penalty
     with pytest.raises(ValueError, match="completions for 2 groups"):
-        grpo.score_groups(env, queries, texts[:7], group_size=4)
+        grpo.score_groups(env, queries, texts[:7], num_generations=4)
 
 
 def test_token_aggregation_weighs_every_token_alike_and_sequence_aggregation_does_not() -> None:
@@ -174,16 +177,22 @@ def test_token_aggregation_weighs_every_token_alike_and_sequence_aggregation_doe
     loss, _ = grpo.grpo_loss([short, long], old, old, [1.0, 1.0], 0.2, 0.0)
     loss.backward()
     assert short.grad[0] == 3 * long.grad[0], "the published average favours the short completion's tokens"
-    with pytest.raises(ValueError, match="loss_aggregation"):
-        grpo.GRPOConfig(loss_aggregation="mean")
+    with pytest.raises(ValueError, match="loss_type"):
+        grpo.GRPOConfig(loss_type="mean")
+    with pytest.raises(ValueError, match="scale_rewards"):
+        grpo.GRPOConfig(scale_rewards=True)
 
 
-@pytest.mark.parametrize("aggregation", ["sequence", "token"])
+@pytest.mark.parametrize("aggregation", grpo.LOSS_TYPES)
 def test_a_grpo_update_changes_only_lora_and_lowers_the_surrogate_loss(tiny_policy, aggregation: str) -> None:
     policy = tiny_policy()
-    config = grpo.GRPOConfig(learning_rate=5e-3, kl_beta=0.0, group_size=4, micro_batch=4, loss_aggregation=aggregation)
+    config = grpo.GRPOConfig(learning_rate=5e-3, beta=0.0, num_generations=4, micro_batch=4, loss_type=aggregation)
     samples = policy.sample(OBSERVATIONS, n=4)
-    tokens = sum(len(ids) for ids in samples.completion_ids) if aggregation == "token" else None
+    tokens = {
+        "grpo": None,
+        "dapo": sum(len(ids) for ids in samples.completion_ids),
+        "dr_grpo": len(samples.completion_ids) * config.max_completion_length,
+    }[aggregation]
     advantages = grpo.group_advantages(np.array([[1.0, -1.0, 0.5, -0.5], [0.2, -0.2, 1.0, -1.0]]))
     prompts = [p for p in samples.prompt_ids for _ in range(4)]
 
@@ -240,7 +249,7 @@ def test_checkpoint_round_trip(tiny_policy, tmp_path: Path) -> None:
 
 def test_invalid_completions_flow_through_training_as_penalties(tiny_policy, tmp_path: Path) -> None:
     env = LeserEnv(catalog="synthetic", split="train")
-    config = grpo.GRPOConfig(steps=2, queries_per_step=2, group_size=3, max_new_tokens=8, checkpoint_every=1)
+    config = grpo.GRPOConfig(max_steps=2, queries_per_step=2, num_generations=3, max_completion_length=8, save_steps=1)
     result = grpo.train(tiny_policy(), env, config, tmp_path, progress=False)
     assert [r["step"] for r in result["log"]] == [1, 2]
     for record in result["log"]:  # a random tiny model writes garbage: every completion is invalid
@@ -250,10 +259,10 @@ def test_invalid_completions_flow_through_training_as_penalties(tiny_policy, tmp
 
 
 def test_a_resumed_run_continues_from_the_saved_step(tiny_policy, tmp_path: Path) -> None:
-    config = grpo.GRPOConfig(steps=3, queries_per_step=2, group_size=2, max_new_tokens=6, checkpoint_every=1)
+    config = grpo.GRPOConfig(max_steps=3, queries_per_step=2, num_generations=2, max_completion_length=6, save_steps=1)
     straight = grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), config, tmp_path / "a", progress=False)
 
-    interrupted = grpo.GRPOConfig(**{**config.__dict__, "steps": 2})
+    interrupted = grpo.GRPOConfig(**{**config.__dict__, "max_steps": 2})
     grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), interrupted, tmp_path / "b", progress=False)
     fresh = tiny_policy()
     policy = LLMPolicy.load(tmp_path / "b" / "policy", model=tiny_policy(base_only=True), tokenizer=fresh.tokenizer)
@@ -274,13 +283,13 @@ class RunsCode:
 
 @pytest.mark.parametrize("name", ["optimizer.pt", "rng.pt"])
 def test_resume_refuses_a_checkpoint_file_that_would_run_code(tiny_policy, tmp_path: Path, name: str) -> None:
-    config = grpo.GRPOConfig(steps=1, queries_per_step=1, group_size=2, max_new_tokens=4, checkpoint_every=1)
+    config = grpo.GRPOConfig(max_steps=1, queries_per_step=1, num_generations=2, max_completion_length=4, save_steps=1)
     grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), config, tmp_path, progress=False)
     torch.save({"optimizer": RunsCode(), "torch": RunsCode()}, tmp_path / name)
     state = json.loads((tmp_path / "trainer_state.json").read_text())  # a forger updates the digest too
     state["files"][name] = file_digest(tmp_path / name)
     (tmp_path / "trainer_state.json").write_text(json.dumps(state))
-    resumed = grpo.GRPOConfig(**{**config.__dict__, "steps": 2})
+    resumed = grpo.GRPOConfig(**{**config.__dict__, "max_steps": 2})
     with pytest.raises(ValueError, match=f"{name}: not a checkpoint file this project wrote"):
         grpo.train(tiny_policy(), LeserEnv(catalog="synthetic"), resumed, tmp_path, resume=True, progress=False)
 
@@ -327,7 +336,7 @@ def test_sft_lowers_the_loss_on_its_examples(tiny_policy, tmp_path: Path) -> Non
     examples = sft.build_examples(env, count=8)
     policy = tiny_policy()
     before = float(sft.sft_loss(policy, examples))
-    config = sft.SFTConfig(epochs=3, batch_size=4, learning_rate=5e-3, checkpoint_every=2)
+    config = sft.SFTConfig(num_train_epochs=3, per_device_train_batch_size=4, learning_rate=5e-3, save_steps=2)
     result = sft.train(policy, examples, config, tmp_path, progress=False)
     assert result["steps"] == 6 and float(sft.sft_loss(policy, examples)) < before
     assert (tmp_path / "policy" / "adapter_config.json").is_file()
@@ -347,7 +356,7 @@ def test_gae_matches_a_hand_computation() -> None:
 def test_ppo_value_loss_falls_on_a_fixed_batch(tiny_policy) -> None:
     policy = tiny_policy()
     env = LeserEnv(catalog="synthetic")
-    config = ppo.PPOConfig(queries_per_step=3, max_new_tokens=6, inner_epochs=1, value_clip=100.0)
+    config = ppo.PPOConfig(queries_per_step=3, response_length=6, num_ppo_epochs=1, cliprange_value=100.0)
     value_head = ppo.ValueHead(policy.model.config.hidden_size)
     samples, _, _, batch = ppo.collect(policy, value_head, env, config)
     optimizer = torch.optim.AdamW([*policy.trainable_parameters(), *value_head.parameters()], lr=1e-2)
@@ -356,10 +365,10 @@ def test_ppo_value_loss_falls_on_a_fixed_batch(tiny_policy) -> None:
 
 
 def test_ppo_trains_checkpoints_and_resumes(tiny_policy, tmp_path: Path) -> None:
-    config = ppo.PPOConfig(steps=2, queries_per_step=2, max_new_tokens=6, checkpoint_every=1)
+    config = ppo.PPOConfig(max_steps=2, queries_per_step=2, response_length=6, save_steps=1)
     first = ppo.train(tiny_policy(), LeserEnv(catalog="synthetic"), config, tmp_path, progress=False)
     assert [r["step"] for r in first["log"]] == [1, 2] and all(np.isfinite(r["loss"]) for r in first["log"])
-    longer = ppo.PPOConfig(**{**config.__dict__, "steps": 3})
+    longer = ppo.PPOConfig(**{**config.__dict__, "max_steps": 3})
     policy = LLMPolicy.load(tmp_path / "policy", model=tiny_policy(base_only=True), tokenizer=tiny_policy().tokenizer)
     resumed = ppo.train(policy, LeserEnv(catalog="synthetic"), longer, tmp_path, resume=True, progress=False)
     assert [r["step"] for r in resumed["log"]] == [1, 2, 3]
@@ -368,13 +377,13 @@ def test_ppo_trains_checkpoints_and_resumes(tiny_policy, tmp_path: Path) -> None
 
 def test_sft_resumes_from_its_checkpoint(tiny_policy, tmp_path: Path) -> None:
     examples = sft.build_examples(LeserEnv(catalog="synthetic", split="train"), count=8)
-    short = sft.SFTConfig(epochs=1, batch_size=4, checkpoint_every=1)
+    short = sft.SFTConfig(num_train_epochs=1, per_device_train_batch_size=4, save_steps=1)
     sft.train(tiny_policy(), examples[:4], short, tmp_path, progress=False)  # 1 step, then "killed"
     policy = LLMPolicy.load(tmp_path / "policy", model=tiny_policy(base_only=True), tokenizer=tiny_policy().tokenizer)
     resumed = sft.train(
         policy,
         examples,
-        sft.SFTConfig(epochs=1, batch_size=4, checkpoint_every=1),
+        sft.SFTConfig(num_train_epochs=1, per_device_train_batch_size=4, save_steps=1),
         tmp_path,
         resume=True,
         progress=False,
@@ -387,8 +396,8 @@ def test_grpo_with_the_engine_check_scores_what_a_search_system_would_serve() ->
     checked_env = LeserEnv(catalog="synthetic", split="train", engine_check=True)
     query = (env.observe(env.query_ids[0])[0]["query"], env.query_ids[0])
     with_dud, without = encode_action(["chair", "zzqx qqzz"]), encode_action(["chair"])
-    raw, _ = grpo.score_groups(env, [query], [with_dud, without], group_size=2)
-    checked, infos = grpo.score_groups(checked_env, [query], [with_dud, without], group_size=2)
+    raw, _ = grpo.score_groups(env, [query], [with_dud, without], num_generations=2)
+    checked, infos = grpo.score_groups(checked_env, [query], [with_dud, without], num_generations=2)
     assert raw[0, 0] < raw[0, 1]  # unchecked, the dud counts as relevance 0 in the mean
     assert checked[0, 0] == checked[0, 1] == raw[0, 1] and infos[0]["expansions"] == ["chair"]
 
@@ -404,7 +413,7 @@ def test_ppo_with_the_engine_check_scores_what_a_search_system_would_serve(tiny_
 
     policy.sample = with_a_dud
     value_head = ppo.ValueHead(policy.model.config.hidden_size)
-    config = ppo.PPOConfig(queries_per_step=2, max_new_tokens=4)
+    config = ppo.PPOConfig(queries_per_step=2, response_length=4)
     _, _, infos, _ = ppo.collect(policy, value_head, LeserEnv(catalog="synthetic", engine_check=True), config)
     assert [info["expansions"] for info in infos] == [["chair"], ["chair"]]
 
@@ -438,15 +447,18 @@ def test_a_killed_warm_up_resumes_without_measuring_the_untouched_model_again(
 
     monkeypatch.setattr(sft, "format_valid_rate", counting_rate)
     monkeypatch.setattr(sft, "train", killed_after_training)
-    config = sft.SFTConfig(examples=4, batch_size=4)
+    config = sft.SFTConfig(examples=4, per_device_train_batch_size=4)
     policy_config = PolicyConfig(model=str(tiny_model_dir), max_new_tokens=6, max_prompt_tokens=256, lora_rank=4)
+    train_env = LeserEnv(catalog="synthetic", split="train")
     with pytest.raises(KeyboardInterrupt):
-        sft.run("synthetic", tmp_path, config, policy_config, validation_queries=2, progress=False)
+        sft.run(config, train_env, tmp_path, policy_config=policy_config, validation_queries=2, progress=False)
     before = json.loads((tmp_path / "sft_report.json").read_text())["format_valid_before"]
     assert measured == [2] and not sft.finished(tmp_path)
 
     monkeypatch.setattr(sft, "train", real_train)
-    report = sft.run("synthetic", tmp_path, config, policy_config, resume=True, validation_queries=2, progress=False)
+    report = sft.run(
+        config, train_env, tmp_path, resume=True, policy_config=policy_config, validation_queries=2, progress=False
+    )
     assert measured == [2, 2]  # only the rate after warm-up: the untouched model's was kept
     assert report["format_valid_before"] == before and report["steps"] == 1 and sft.finished(tmp_path)
 

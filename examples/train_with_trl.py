@@ -1,0 +1,107 @@
+"""TRL's GRPOTrainer on LESER-v0's reward and prompts, with LoRA: a few steps on a CPU, many GPUs
+through accelerate. Needs the trl extra: pip install -e ".[trl]".
+
+    python examples/train_with_trl.py --steps 2                                  # this CPU, default model
+    accelerate launch --num_processes 8 examples/train_with_trl.py \\
+        --model meta-llama/Llama-3.2-3B-Instruct --catalog homedepot --steps 500 --bf16 [--use-vllm]
+
+The settings are TRL's GRPOConfig fields under the same names (num_generations, beta, epsilon,
+temperature, max_completion_length, learning_rate, max_steps); the reward is LESER's (the default
+preset unless --reward), each query's completions scored as one group. The trained adapter is
+written as a LESER run to --out, so `leser evaluate --checkpoint OUT` and `leser compare` take it
+like a run of our own trainers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agents.grpo import GRPOConfig as OurGRPOConfig
+from agents.model_loading import DEFAULT_MODEL, resolve_model
+from agents.trl import LeserReward, make_dataset, save_as_leser_run
+
+OURS = OurGRPOConfig()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalog", default="synthetic")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a Hugging Face causal LM name or path")
+    parser.add_argument("--out", type=Path, default=Path("runs/trl"))
+    parser.add_argument("--steps", type=int, default=2, help="max_steps: optimizer steps")
+    parser.add_argument("--num-generations", type=int, default=OURS.num_generations)
+    parser.add_argument("--prompts-per-step", type=int, default=1, help="queries per device per optimizer step")
+    parser.add_argument("--learning-rate", type=float, default=OURS.learning_rate)
+    parser.add_argument("--beta", type=float, default=OURS.beta, help="KL coefficient")
+    parser.add_argument("--epsilon", type=float, default=OURS.epsilon, help="clipping range")
+    parser.add_argument("--temperature", type=float, default=OURS.temperature)
+    parser.add_argument("--max-completion-length", type=int, default=OURS.max_completion_length)
+    parser.add_argument("--max-prompt-tokens", type=int, default=640, help="the product context is cut to fit")
+    parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--reward", default="default", help="a reward preset: default or paper")
+    parser.add_argument("--engine-check", action="store_true", help="drop expansions that match nothing")
+    parser.add_argument("--limit", type=int, default=None, help="train queries (default: all)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 (GPUs)")
+    parser.add_argument("--use-vllm", action="store_true", help="generate with vLLM (where installed)")
+    args = parser.parse_args()
+
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    model = resolve_model(args.model)  # the default SmolLM2 is converted from its packaged GGUF once
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = make_dataset(
+        args.catalog, "train", limit=args.limit, tokenizer=tokenizer, max_prompt_tokens=args.max_prompt_tokens
+    )
+    reward = LeserReward(args.catalog, reward=args.reward, engine_check=args.engine_check or None)
+    config = GRPOConfig(
+        output_dir=str(args.out / "trl"),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.prompts_per_step * args.num_generations,
+        num_generations=args.num_generations,
+        max_completion_length=args.max_completion_length,
+        temperature=args.temperature,
+        learning_rate=args.learning_rate,
+        beta=args.beta,
+        epsilon=args.epsilon,
+        scale_rewards="none" if not OURS.scale_rewards else "group",
+        bf16=args.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        use_vllm=args.use_vllm,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=max(1, args.steps // 4),
+        report_to="none",
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, target_modules="all-linear"),
+    )
+    trainer.train()
+    if trainer.accelerator.is_main_process:
+        run = save_as_leser_run(
+            trainer.accelerator.unwrap_model(trainer.model),
+            args.out,
+            base_model=args.model,
+            catalog=args.catalog,
+            engine_check=args.engine_check,
+            max_new_tokens=args.max_completion_length,
+            max_prompt_tokens=args.max_prompt_tokens,
+        )
+        rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
+        print(f"{args.steps} steps; mean reward per step: {', '.join(f'{r:+.3f}' for r in rewards)}")
+        print(f"wrote {run}: evaluate with  leser evaluate --checkpoint {run} --catalog {args.catalog}")
+
+
+if __name__ == "__main__":
+    main()
