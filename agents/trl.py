@@ -62,9 +62,10 @@ def make_dataset(
     if (tokenizer is None) != (max_prompt_tokens is None):
         raise ValueError("pass tokenizer and max_prompt_tokens together (to fit the context), or neither")
 
-    def prompt_tokens(observation: Mapping[str, Any]) -> int:
+    def prompt_tokens(observation: Mapping[str, Any]) -> int:  # counted as our policy counts them
         messages = render_messages(observation, env.action_limits)
-        return len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     rows = []
     for query_id in env.query_ids[:limit]:

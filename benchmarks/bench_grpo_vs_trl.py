@@ -16,7 +16,14 @@ reward, backward (time inside ``Tensor.backward``) and forward (the rest of the 
 reference and policy log-probability passes, loss, optimizer). The first step of each side
 is a warm-up and is not counted.
 
-    python benchmarks/bench_grpo_vs_trl.py [--steps 3] [--no-context] [--json]      # needs: pip install -e ".[bench]"
+    python benchmarks/bench_grpo_vs_trl.py [--steps 3] [--no-context] [--json]      # needs: pip install -e ".[trl]"
+        [--model NAME_OR_PATH | --random-init llama-3.2-3b] [--device cuda --dtype bfloat16]
+
+``--random-init NAME`` times a randomly initialised model of that configuration (no download;
+its embeddings sized to the default model's tokenizer): ``smollm2-135m``, ``llama-3.2-3b`` or
+``tiny`` (the test suite's).
+Besides seconds per step, each side's generation throughput is reported (completion tokens per
+second of generation).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -36,8 +44,9 @@ from rich.console import Console
 from rich.table import Table
 
 from agents import grpo
-from agents.model_loading import default_model_path
+from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
 from agents.policy import LLMPolicy, PolicyConfig
+from agents.trl import LeserReward
 from leser_env.env import LeserEnv
 from leser_env.prompt import render_messages
 
@@ -46,6 +55,40 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 DEFAULTS = grpo.GRPOConfig()  # our defaults, given to both sides
 LEARNING_RATE, BETA, EPSILON = DEFAULTS.learning_rate, DEFAULTS.beta, DEFAULTS.epsilon
 TEMPERATURE, MICRO_BATCH = DEFAULTS.temperature, DEFAULTS.micro_batch
+
+
+# Configurations timed with random weights (no download): (hidden, layers, heads, kv heads, MLP width).
+RANDOM_CONFIGS = {
+    "smollm2-135m": (576, 30, 9, 3, 1536),
+    "llama-3.2-3b": (3072, 28, 24, 8, 8192),
+    "tiny": (64, 2, 4, 2, 128),  # seconds: what the test suite runs the benchmark with
+}
+
+
+def load_model(name: str, random_init: str | None, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+    """A fresh copy of the benchmarked model (each side trains its own) and the tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    path = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if random_init is None:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), tokenizer
+    hidden, layers, heads, kv_heads, width = RANDOM_CONFIGS[random_init]
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=width,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        torch_dtype=dtype,
+    )
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # initialise where it will run: faster
+        model = LlamaForCausalLM(config).to(dtype)
+    return model.cpu(), tokenizer
 
 
 class Timer:
@@ -93,10 +136,13 @@ def split(step: dict[str, float]) -> dict[str, float]:
     return {"step": total, **parts, "forward": total - sum(parts.values())}
 
 
-def ours(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list[dict[str, float]], float]:
+def ours(env: LeserEnv, prompts: list[dict[str, str]], steps: int, args: argparse.Namespace) -> tuple[list, float]:
     """Our GRPO: the same sample, group scoring and ``grpo.update`` that ``grpo.train`` runs each step."""
+    model, tokenizer = load_model(args.model, args.random_init, resolve_dtype(args.dtype, resolve_device(args.device)))
     torch.manual_seed(0)
-    policy = LLMPolicy(PolicyConfig(lora_rank=LORA_RANK, lora_alpha=LORA_ALPHA, target_modules=TARGETS))
+    settings = {"lora_rank": LORA_RANK, "lora_alpha": LORA_ALPHA, "target_modules": TARGETS}
+    placement = {"device": args.device, "dtype": args.dtype}
+    policy = LLMPolicy(PolicyConfig(model=args.model, **settings, **placement), model=model, tokenizer=tokenizer)
     policy.sample = TIMER.wrap("generation", policy.sample)
     config = grpo.GRPOConfig(
         num_generations=GROUP,
@@ -122,11 +168,11 @@ def ours(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list
     return results[1:], float(np.mean(lengths))
 
 
-def trl(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list[dict[str, float]], float]:
+def trl(env: LeserEnv, prompts: list[dict[str, str]], steps: int, args: argparse.Namespace) -> tuple[list, float]:
     """TRL's GRPOTrainer on the same prompts and reward, timed by a callback and the same wrappers."""
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     dataset = Dataset.from_list(
@@ -137,19 +183,12 @@ def trl(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list[
     )
     lengths: list[int] = []
 
-    def leser_reward(
-        prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], query: list[str], **_: Any
-    ) -> list[float]:
+    scorer = LeserReward(env=env)  # the reward function TRL users train with (agents/trl.py)
+
+    def leser_reward(completion_ids: list[list[int]], **kwargs: Any) -> list[float]:
         with TIMER.phase("reward"):
-            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
             lengths.extend(len(ids) for ids in completion_ids)
-            rewards = [0.0] * len(texts)
-            for text_query in dict.fromkeys(query):
-                rows = [i for i, q in enumerate(query) if q == text_query]
-                scored, _ = env.score_group(text_query, [texts[i] for i in rows])
-                for row, value in zip(rows, scored, strict=True):
-                    rewards[row] = float(value)
-            return rewards
+            return scorer(**kwargs)
 
     results: list[dict[str, float]] = []
 
@@ -163,10 +202,10 @@ def trl(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list[
             phases["step"] = time.perf_counter() - self.start
             results.append(split(phases))
 
-    path = default_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    model, tokenizer = load_model(args.model, args.random_init, dtype)
     tokenizer.pad_token = "<|im_end|>"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as output_dir:
         args = GRPOConfig(
             output_dir=output_dir,
@@ -184,9 +223,9 @@ def trl(env: LeserEnv, prompts: list[dict[str, str]], steps: int) -> tuple[list[
             loss_type="grpo",
             scale_rewards="none",
             max_grad_norm=1.0,
-            bf16=False,
+            bf16=dtype == torch.bfloat16,
             gradient_checkpointing=False,
-            use_cpu=True,
+            use_cpu=device.type == "cpu",
             shuffle_dataset=False,
             logging_steps=1,
             save_strategy="no",
@@ -213,15 +252,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="measured optimizer steps per side (after one warm-up)")
     parser.add_argument("--no-context", action="store_true", help="prompts without their product context (short)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="a causal LM name or path (its tokenizer for --random-init)"
+    )
+    parser.add_argument("--random-init", choices=sorted(RANDOM_CONFIGS), help="random weights of this configuration")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, auto")
     args = parser.parse_args()
 
     env = LeserEnv(catalog="synthetic", split="train")
     prompts = observations(env, context=not args.no_context)
     console = Console(stderr=True)
     console.print("TRL GRPOTrainer ...")
-    trl_steps, trl_tokens = trl(env, prompts, args.steps)
-    console.print("ours ...")
-    our_steps, our_tokens = ours(env, prompts, args.steps)
+    with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs; stdout carries only the report
+        trl_steps, trl_tokens = trl(env, prompts, args.steps, args)
+        console.print("ours ...")
+        our_steps, our_tokens = ours(env, prompts, args.steps, args)
     phases = ["step", "generation", "forward", "backward", "reward"]
     mean = {
         "trl": {p: float(np.mean([s[p] for s in trl_steps])) for p in phases},
@@ -231,6 +277,14 @@ def main() -> None:
         "seconds_per_step": mean,
         "ratio_ours_over_trl": mean["ours"]["step"] / mean["trl"]["step"],
         "completion_tokens_mean": {"trl": trl_tokens, "ours": our_tokens},
+        "generation_tokens_per_second": {
+            "trl": PROMPTS * GROUP * trl_tokens / max(mean["trl"]["generation"], 1e-9),
+            "ours": PROMPTS * GROUP * our_tokens / max(mean["ours"]["generation"], 1e-9),
+        },
+        "model": args.random_init or args.model,
+        "weights": "random" if args.random_init else "trained",
+        "device": str(resolve_device(args.device)),
+        "dtype": str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch."),
         "steps_measured": args.steps,
         "prompt_context": not args.no_context,
         "torch_threads": torch.get_num_threads(),
@@ -239,7 +293,8 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     table = Table(
-        title=f"GRPO step, {PROMPTS} prompts x {GROUP} completions x <= {NEW_TOKENS} tokens, LoRA r={LORA_RANK}"
+        title=f"{report['model']} ({report['weights']} weights, {report['device']}, {report['dtype']}): "
+        f"GRPO step, {PROMPTS} prompts x {GROUP} completions x <= {NEW_TOKENS} tokens, LoRA r={LORA_RANK}"
     )
     table.add_column("seconds")
     for name in ("TRL GRPOTrainer", "ours", "ours / TRL"):
@@ -252,6 +307,10 @@ def main() -> None:
             f"{mean['ours'][phase] / max(mean['trl'][phase], 1e-9):.2f}x",
         )
     table.add_row("completion tokens (mean)", f"{trl_tokens:.1f}", f"{our_tokens:.1f}", "")
+    rates = report["generation_tokens_per_second"]
+    table.add_row(
+        "generation tokens/s", f"{rates['trl']:.0f}", f"{rates['ours']:.0f}", f"{rates['ours'] / rates['trl']:.2f}x"
+    )
     Console().print(table)
 
 

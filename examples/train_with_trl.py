@@ -1,11 +1,14 @@
 """TRL's GRPOTrainer on LESER-v0's reward and prompts, with LoRA: a few steps on a CPU, many GPUs
 through accelerate. Needs the trl extra: pip install -e ".[trl]".
 
-    python examples/train_with_trl.py --steps 2                                  # this CPU, default model
+    python examples/train_with_trl.py --init runs/main/sft --steps 2             # this CPU, from a warm-up
     accelerate launch --num_processes 8 examples/train_with_trl.py \\
         --model meta-llama/Llama-3.2-3B-Instruct --catalog homedepot --steps 500 --bf16 [--use-vllm]
 
-The settings are TRL's GRPOConfig fields under the same names (num_generations, beta, epsilon,
+The policy is built as our trainers build it (``agents.policy.LLMPolicy``: the model by name or
+path, LoRA on the attention projections; ``--init RUN`` merges a run's policy, e.g. a warm-up,
+into the base so that it is also the KL reference) and handed to TRL as a peft model. The
+settings are TRL's GRPOConfig fields under the same names (num_generations, beta, epsilon,
 temperature, max_completion_length, learning_rate, max_steps); the reward is LESER's (the default
 preset unless --reward), each query's completions scored as one group. The trained adapter is
 written as a LESER run to --out, so `leser evaluate --checkpoint OUT` and `leser compare` take it
@@ -15,11 +18,14 @@ like a run of our own trainers.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
+from agents.grpo import GRPOAgent
 from agents.grpo import GRPOConfig as OurGRPOConfig
-from agents.model_loading import DEFAULT_MODEL, resolve_model
-from agents.trl import LeserReward, make_dataset, save_as_leser_run
+from agents.model_loading import DEFAULT_MODEL
+from agents.policy import LLMPolicy, PolicyConfig
+from agents.trl import LeserReward, make_dataset
 
 OURS = OurGRPOConfig()
 
@@ -28,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", default="synthetic")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a Hugging Face causal LM name or path")
+    parser.add_argument("--init", type=Path, default=None, help="start from this run's policy (e.g. an SFT run)")
     parser.add_argument("--out", type=Path, default=Path("runs/trl"))
     parser.add_argument("--steps", type=int, default=2, help="max_steps: optimizer steps")
     parser.add_argument("--num-generations", type=int, default=OURS.num_generations)
@@ -47,16 +54,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from peft import LoraConfig
-    from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    model = resolve_model(args.model)  # the default SmolLM2 is converted from its packaged GGUF once
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    settings = {"max_new_tokens": args.max_completion_length, "max_prompt_tokens": args.max_prompt_tokens}
+    if args.init is not None:
+        policy = LLMPolicy.continue_from(args.init / "policy" if (args.init / "policy").is_dir() else args.init)
+    else:
+        policy = LLMPolicy(PolicyConfig(model=args.model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank))
+    policy.config = replace(policy.config, **settings)  # what evaluation generates with
     dataset = make_dataset(
-        args.catalog, "train", limit=args.limit, tokenizer=tokenizer, max_prompt_tokens=args.max_prompt_tokens
+        args.catalog, "train", limit=args.limit, tokenizer=policy.tokenizer, max_prompt_tokens=args.max_prompt_tokens
     )
     reward = LeserReward(args.catalog, reward=args.reward, engine_check=args.engine_check or None)
     config = GRPOConfig(
@@ -69,7 +76,7 @@ def main() -> None:
         learning_rate=args.learning_rate,
         beta=args.beta,
         epsilon=args.epsilon,
-        scale_rewards="none" if not OURS.scale_rewards else "group",
+        scale_rewards=OURS.scale_rewards,
         bf16=args.bf16,
         use_cpu=not torch.cuda.is_available(),
         use_vllm=args.use_vllm,
@@ -80,24 +87,14 @@ def main() -> None:
         seed=0,
     )
     trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward,
-        args=config,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, target_modules="all-linear"),
+        model=policy.model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=policy.tokenizer
     )
     trainer.train()
     if trainer.accelerator.is_main_process:
-        run = save_as_leser_run(
-            trainer.accelerator.unwrap_model(trainer.model),
-            args.out,
-            base_model=args.model,
-            catalog=args.catalog,
-            engine_check=args.engine_check,
-            max_new_tokens=args.max_completion_length,
-            max_prompt_tokens=args.max_prompt_tokens,
-        )
+        policy.model = trainer.accelerator.unwrap_model(trainer.model)
+        policy.save(args.out / "policy")
+        GRPOAgent.describe(args.out, args.catalog, None, engine_check=args.engine_check)
+        run = args.out
         rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
         print(f"{args.steps} steps; mean reward per step: {', '.join(f'{r:+.3f}' for r in rewards)}")
         print(f"wrote {run}: evaluate with  leser evaluate --checkpoint {run} --catalog {args.catalog}")

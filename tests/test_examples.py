@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
@@ -31,3 +33,14 @@ def test_swap_agents_runs_the_baselines_and_explains_missing_runs(synthetic, tmp
     output = run("swap_agents.py", "--agents", "none,prf,grpo", "--episodes", "2", "--runs", str(tmp_path))
     assert "none: mean reward +0.000" in output and "prf: mean reward" in output
     assert "skipping grpo: train it first with `leser train --agent grpo" in output
+
+
+def test_train_with_trl_runs_trls_trainer_and_writes_a_leser_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import agents
+
+    pytest.importorskip("trl", reason="the trl extra: pip install -e '.[trl]'")
+    out = tmp_path / "trl-run"
+    args = ["--model", str(tiny_model_dir), "--steps", "1", "--limit", "2", "--max-completion-length", "8"]
+    output = run("train_with_trl.py", *args, "--lora-rank", "4", "--out", str(out))
+    assert "1 steps; mean reward per step: -2.000" in output  # a random tiny model writes no valid action
+    assert agents.load(out).name == "grpo" and (out / "policy" / "adapter_model.safetensors").is_file()
