@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-TRL_STAMP := $(VENV)/.installed-trl
+EXTRAS_STAMP := $(VENV)/.installed-extras
 
 .PHONY: setup run test lint bench bench-grpo clean
 
@@ -19,24 +19,25 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The trl extra (TRL's trainer on LESER's reward): the tests and the TRL benchmark need it.
-$(TRL_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[trl]"
-	touch $(TRL_STAMP)
+# The optional extras, which the tests cover: trl (TRL's trainer on LESER's reward), serve (`leser
+# serve`: FastAPI, uvicorn, Prometheus metrics), ray (`leser precompute --ray`).
+$(EXTRAS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[trl,serve,ray]"
+	touch $(EXTRAS_STAMP)
 
 # The main job, about 17 minutes on a 2-core CPU: warm-up (SFT), a short GRPO run, then the
 # comparison with the baselines on held-out test queries (runs/main/comparison/). Resumable.
 run: setup
 	$(PY) examples/train_grpo.py --catalog synthetic --out runs/main --sft-steps 60 --grpo-steps 5 --limit 50 --validation 20
 
-test: $(TRL_STAMP)
+test: $(EXTRAS_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
 bench: setup
 	$(PY) benchmarks/bench_search.py
 
-bench-grpo: $(TRL_STAMP)  # our GRPO step against TRL's GRPOTrainer
+bench-grpo: $(EXTRAS_STAMP)  # our GRPO step against TRL's GRPOTrainer
 	$(PY) benchmarks/bench_grpo_vs_trl.py
 
 clean:

@@ -551,6 +551,111 @@ def train_command(
     console.print(f"{escape(result['summary'])}; evaluate with: leser evaluate --checkpoint {escape(str(out))}")
 
 
+@app.command("precompute")
+@user_errors
+def precompute_command(
+    out: Annotated[Path, typer.Option("--out", help="The expansion store (one SQLite file).")],
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="A trained run directory (or --agent for a baseline).")
+    ] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="A baseline instead of a run: prf, none.")] = None,
+    catalog: CatalogOption = "synthetic",
+    data_dir: DataDirOption = None,
+    queries: Annotated[
+        Path | None, typer.Option("--queries", help="A file of queries, one a line (a TSV's last column).")
+    ] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Or a catalog split's queries (default train).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1024)] = 16,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", help="Run on a Ray cluster: its address, or 'local' to start one here."),
+    ] = None,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate, score and store expansions for many queries; a stopped run resumes where it stopped."""
+    from agents.evaluate import progress_bar
+    from agents.precompute import precompute, read_queries
+    from agents.store import StoreError
+
+    if (checkpoint is None) == (agent is None):
+        raise ValueError("pass --checkpoint RUN or --agent NAME, exactly one")
+    if queries is not None and split is not None:
+        raise ValueError("pass --queries FILE or --split NAME, not both")
+    data = str(data_dir) if data_dir else None
+    texts = read_queries(catalog, data, split, queries)
+    with progress_bar(not as_json) as bar:
+        task = bar.add_task(f"precomputing {len(texts):,} queries", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = precompute(checkpoint or agent, catalog, texts, out, data, batch_size, ray, device, advance)
+        except StoreError as error:
+            raise ValueError(str(error)) from None
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(
+            f"{escape(str(out))}: {result['size']:,} queries stored ({result['generated']:,} generated now, "
+            f"{result['already_stored']:,} already there, {result['too_long']:,} too long)"
+        )
+
+
+@app.command("serve")
+@user_errors
+def serve_command(
+    store: Annotated[Path, typer.Option("--store", help="An expansion store made by `leser precompute`.")],
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="The run that generates tail queries online (optional).")
+    ] = None,
+    catalog: CatalogOption = "synthetic",
+    data_dir: DataDirOption = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    tail_budget_ms: Annotated[
+        float, typer.Option("--tail-budget-ms", min=0, help="Time a tail query may wait for the policy.")
+    ] = 500.0,
+    fallback: Annotated[str, typer.Option("--fallback", help="prf or none: what answers past the budget.")] = "prf",
+    device: DeviceOption = None,
+) -> None:
+    """Serve expansions over HTTP: GET /expand?q=..., POST /expand, /healthz, /metrics."""
+    import uvicorn
+
+    from agents.precompute import load_agent
+    from agents.serve import ExpansionService, create_app
+    from agents.store import ExpansionStore, StoreError
+    from leser_env.env import LeserEnv
+
+    data = str(data_dir) if data_dir else None
+    try:
+        opened = ExpansionStore(store, create=False)
+        check_store(opened, checkpoint, catalog, data)
+    except StoreError as error:
+        raise ValueError(str(error)) from None
+    policy = load_agent(checkpoint, catalog, data, device) if checkpoint else None
+    env = LeserEnv(catalog=catalog, data_dir=data, split="train")
+    service = ExpansionService(opened, env, policy, fallback, tail_budget_ms)
+    errors.print(f"serving {len(opened):,} stored queries on http://{host}:{port} (policy: {checkpoint or 'none'})")
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+def check_store(store: Any, checkpoint: str | None, catalog: str, data_dir: str | None) -> None:
+    """Refuse a store made for another catalog, or by another policy than --checkpoint."""
+    from agents.precompute import fingerprints
+    from agents.store import StoreError
+
+    expected = fingerprints(checkpoint or "none", catalog, data_dir)
+    names = ["catalog_fingerprint"] + (["policy_fingerprint"] if checkpoint else [])
+    for name in names:
+        if store.meta.get(name) != expected[name]:
+            raise StoreError(
+                f"{store.path}: stale store: its {name} is {store.meta.get(name)!r}, "
+                f"this server's is {expected[name]!r}"
+            )
+
+
 @app.command("demo")
 @user_errors
 def demo(catalog: CatalogOption = "synthetic", data_dir: DataDirOption = None, examples: int = 6) -> None:
