@@ -302,3 +302,20 @@ def test_leser_precompute_and_serve_from_the_command_line(tmp_path: Path, env: L
         server.wait(timeout=30)
     stale = CliRunner().invoke(app, ["serve", "--store", str(store), "--catalog", str(tmp_path / "nope")])
     assert stale.exit_code == 2 and "Traceback" not in stale.output
+
+
+def test_the_serving_benchmark_runs_end_to_end(tiny_run: Path, tmp_path: Path) -> None:
+    script = Path(__file__).parent.parent / "benchmarks" / "bench_serve.py"
+    args = ["--checkpoint", str(tiny_run), "--head", "4", "--tail", "2", "--clients", "2", "--quality-limit", "4"]
+    result = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(tmp_path / "bench")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "bench" / "serve.json").read_text())
+    assert {"store hit", "online tail (model)", "fallback (prf)", "bare store lookup"} <= set(report["latency"])
+    assert report["latency"]["store hit"]["ratio_to_bare"] > 0 and set(report["quality"]) == {"none", "prf", "grpo"}
+    assert (tmp_path / "bench" / "latency.png").stat().st_size > 1000
