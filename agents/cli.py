@@ -367,6 +367,10 @@ LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Only th
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="Write metrics.json, episodes.jsonl, results.md, metrics.png.")
 ]
+DecodingOption = Annotated[
+    str | None,
+    typer.Option("--decoding", help="LLM agents: greedy (default) or vote (the expansions 8 samples agree on)."),
+]
 DeviceOption = Annotated[
     str | None, typer.Option("--device", help="LLM agents: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
 ]
@@ -388,6 +392,7 @@ def build_agent(
     engine_check: bool = False,
     device: str | None = None,
     dtype: str | None = None,
+    decoding: str | None = None,
 ):
     """An agent by registry name, or restored from a checkpoint directory."""
     import agents
@@ -395,6 +400,10 @@ def build_agent(
     options: dict[str, Any] = {"catalog": catalog, "data_dir": str(data_dir) if data_dir else None}
     if engine_check:
         options["engine_check"] = True
+    if decoding:
+        if checkpoint is None and name not in ("sft", "grpo", "ppo"):
+            raise ValueError(f"--decoding is for LLM agents (sft, grpo, ppo), not {name!r}")
+        options["decoding"] = decoding
     options.update({key: value for key, value in (("device", device), ("dtype", dtype)) if value})
     built = agents.load(checkpoint, **options) if checkpoint is not None else agents.make(name, seed=seed, **options)
     if engine_check and not hasattr(built, "engine_check"):
@@ -453,11 +462,12 @@ def evaluate_command(
     reward_preset: RewardOption = "default",
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    decoding: DecodingOption = None,
 ) -> None:
     """Run one agent over every query of a split and report the metrics."""
     from agents.evaluate import evaluate
 
-    built = build_agent(agent, checkpoint, catalog, data_dir, seed, engine_check, device, dtype)
+    built = build_agent(agent, checkpoint, catalog, data_dir, seed, engine_check, device, dtype, decoding)
     data = str(data_dir) if data_dir else None
     summary = evaluate(built, catalog, split, data, limit, out, progress=not as_json, reward=reward_preset)
     if as_json:
@@ -481,6 +491,9 @@ def compare_command(
         list[Path] | None, typer.Option("--checkpoint", help="A saved agent directory to add (repeatable).")
     ] = None,
     reward_preset: RewardOption = "default",
+    decodings: Annotated[
+        str, typer.Option("--decoding", help="For each --checkpoint: greedy, vote, or both (greedy,vote).")
+    ] = "greedy",
 ) -> None:
     """Run several agents on the same queries: one table, one chart, paired differences with 95% intervals."""
     from agents.evaluate import compare
@@ -488,7 +501,8 @@ def compare_command(
     built = [
         build_agent(name.strip(), None, catalog, data_dir, seed) for name in agent_names.split(",") if name.strip()
     ]
-    built += [build_agent("", path, catalog, data_dir, seed) for path in checkpoints or []]
+    chosen = [decoding.strip() for decoding in decodings.split(",") if decoding.strip()]
+    built += [build_agent("", path, catalog, data_dir, seed, decoding=d) for path in checkpoints or [] for d in chosen]
     if not built:
         raise ValueError("no agents to compare: pass --agents and/or --checkpoint")
     data = str(data_dir) if data_dir else None

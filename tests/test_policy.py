@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -479,3 +480,36 @@ def test_a_new_stage_keeps_the_warmed_up_policy_as_its_kl_reference(tiny_policy,
     for expected, value in zip(samples.logprobs, again, strict=True):
         torch.testing.assert_close(value, expected, atol=1e-4, rtol=1e-4)
     assert (tmp_path / "grpo" / "frozen" / "0" / "adapter_config.json").is_file()
+
+
+def test_vote_decoding_answers_with_what_the_samples_agree_on() -> None:
+    from agents.llm_agent import vote
+    from leser_env.actions import ActionLimits
+
+    texts = [
+        '<answer>["lumbar chair", "desk chair"]</answer>',
+        '<answer>["Desk Chair", "office chair", "desk chair"]</answer>',
+        "no answer",
+        '<answer>["mesh chair", "desk chair", "office chair"]</answer>',
+    ]
+    assert parse_action(vote(texts, ActionLimits())).expansions == (
+        "desk chair",
+        "office chair",
+        "lumbar chair",
+        "mesh chair",
+    )  # 3 votes, 2 votes, then the ties in the order first written
+    # Under a 2-expansion limit the last sample (3 distinct) is invalid and does not vote.
+    assert parse_action(vote(texts, ActionLimits(max_expansions=2))).expansions == ("desk chair", "lumbar chair")
+    assert vote(["garbage", "more garbage"], ActionLimits()) == "garbage"
+
+
+def test_a_voting_agent_is_reproducible_and_labelled(tiny_policy, tiny_model_dir: Path, tmp_path: Path) -> None:
+    policy = tiny_policy()
+    policy.config = replace(policy.config, model=str(tiny_model_dir))
+    policy.save(tmp_path / "policy")
+    grpo.GRPOAgent.describe(tmp_path, "synthetic", None)
+    agent = agents.load(tmp_path, decoding="vote", vote_samples=3)
+    first, again = agent.act(OBSERVATIONS[:2]), agent.act(OBSERVATIONS[:2])
+    assert first == again and agent.label == "grpo+vote" and agent.config["vote_samples"] == 3
+    with pytest.raises(ValueError, match="decoding must be one of greedy, vote"):
+        agents.load(tmp_path, decoding="beam")
