@@ -45,8 +45,8 @@ from agents.training import (
     load_checkpoint,
     plot_learning_curve,
     register_trainer,
+    run_rl_stage,
     save_checkpoint,
-    start_policy,
 )
 from leser_env.env import LeserEnv
 
@@ -263,18 +263,8 @@ def run(
     policy_config: PolicyConfig | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The whole GRPO stage: its policy (resumed, started from ``init`` or fresh), training on
-    ``env``'s train queries, and the run's agent.json (``leser evaluate --checkpoint OUT``)."""
-    out = Path(out)
-    policy = policy or start_policy(out, resume, Path(init) if init else None, policy_config)
-    result = train(policy, env, config, out, resume=resume, progress=progress)
-    GRPOAgent.describe(out, env.catalog_spec, env.data_dir, engine_check=env.engine_check)
-    last = result["log"][-1] if result["log"] else {}
-    result["summary"] = (
-        f"GRPO on {env.catalog.name}: {result['steps']} steps; last reward {last.get('reward_mean', 0):+.3f}, "
-        f"valid {last.get('valid_rate', 0):.0%}; curve: {out / 'learning_curve.png'}"
-    )
-    return result
+    """The whole GRPO stage (``agents.training.run_rl_stage``): the policy, training, agent.json."""
+    return run_rl_stage("GRPO", train, GRPOAgent, config, env, out, resume, policy, init, policy_config, progress)
 
 
 @register("grpo")

@@ -22,9 +22,12 @@ waiting when its budget runs out also gets the fallback.
 """
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -249,3 +252,28 @@ def create_app(service: ExpansionService) -> Any:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+@contextlib.contextmanager
+def serve_in_thread(service: ExpansionService, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """A real uvicorn server for ``service`` in a background thread (tests, benchmarks, notebooks);
+    yields its base URL. ``port=0`` takes a free port."""
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server on {host}:{port} did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -130,6 +130,33 @@ def _convert(name: str, text: str, kind: Any) -> Any:
     raise ValueError(f"--set {name}={text}: expected {expected}")
 
 
+def run_rl_stage(
+    title: str,
+    train: Callable[..., dict[str, Any]],
+    agent_class: Any,
+    config: Any,
+    env: Any,
+    out: str | Path,
+    resume: bool,
+    policy: LLMPolicy | None,
+    init: str | Path | None,
+    policy_config: PolicyConfig | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """What GRPO's and PPO's ``run`` share: the policy (resumed, started from ``init`` or fresh),
+    ``train`` on ``env``'s train queries, the run's agent.json, and a one-line summary."""
+    out = Path(out)
+    policy = policy or start_policy(out, resume, Path(init) if init else None, policy_config)
+    result = train(policy, env, config, out, resume=resume, progress=progress)
+    agent_class.describe(out, env.catalog_spec, env.data_dir, engine_check=env.engine_check)
+    last = result["log"][-1] if result["log"] else {}
+    result["summary"] = (
+        f"{title} on {env.catalog.name}: {result['steps']} steps; last reward {last.get('reward_mean', 0):+.3f}, "
+        f"valid {last.get('valid_rate', 0):.0%}; curve: {out / 'learning_curve.png'}"
+    )
+    return result
+
+
 def start_policy(
     out: Path, resume: bool, init: Path | None = None, policy_config: PolicyConfig | None = None
 ) -> LLMPolicy:

@@ -19,11 +19,8 @@ Writes OUT/serve.json, OUT/serve.md and OUT/latency.png.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,34 +31,11 @@ import numpy as np
 import agents
 from agents.evaluate import compare, markdown_table, paired_table
 from agents.precompute import load_agent, precompute
-from agents.serve import ExpansionService, create_app
+from agents.serve import ExpansionService, serve_in_thread
 from agents.store import ExpansionStore
 from catalogs import load_catalog
 from catalogs.storage import atomic_file, write_atomically, write_json_atomically
 from leser_env.env import LeserEnv
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(service: ExpansionService) -> Iterator[str]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def percentiles(seconds: Sequence[float]) -> dict[str, float]:
@@ -143,7 +117,7 @@ def main() -> None:
     )
 
     print("timing through HTTP ...")
-    with serving(ExpansionService(store, env, policy, fallback="prf", tail_budget_ms=600_000)) as url:
+    with serve_in_thread(ExpansionService(store, env, policy, fallback="prf", tail_budget_ms=600_000)) as url:
         http_latency(url, head[:8], "store")  # warm-up
         seconds, _ = http_latency(url, (head * 4)[:200], "store")
         rows["store hit"] = {
@@ -154,7 +128,7 @@ def main() -> None:
         rows["online tail (model)"] = percentiles(seconds)
         fresh = tail[args.tail : args.tail + 2 * args.clients]  # not generated yet: no tail-cache hits
         rows["online tail (model)"]["queries_per_s"] = http_throughput(url, fresh, args.clients)
-    with serving(ExpansionService(store, env, None, fallback="prf")) as url:
+    with serve_in_thread(ExpansionService(store, env, None, fallback="prf")) as url:
         seconds, _ = http_latency(url, tail[: 4 * args.tail], "fallback")
         rows["fallback (prf)"] = {
             **percentiles(seconds),

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pytest
 from agents.base import Agent
 from agents.grpo import GRPOAgent
 from agents.precompute import fingerprints, precompute
-from agents.serve import ExpansionService, create_app
+from agents.serve import ExpansionService, serve_in_thread
 from agents.store import ExpansionStore, StoredExpansion, StoreError, normalize_query
 from leser_env.actions import encode_action
 from leser_env.env import LeserEnv
@@ -158,25 +158,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextlib.contextmanager
-def serving(service: ExpansionService) -> Iterator[str]:
-    """A real uvicorn server on 127.0.0.1, in a thread of this process."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture
 def head_store(tmp_path: Path) -> ExpansionStore:
     store = ExpansionStore(tmp_path / "store.db")
@@ -186,16 +167,16 @@ def head_store(tmp_path: Path) -> ExpansionStore:
 
 def test_head_tail_and_fallback_answers(head_store: ExpansionStore, env: LeserEnv) -> None:
     policy = ScriptedPolicy()
-    with serving(ExpansionService(head_store, env, policy, tail_budget_ms=5000)) as url:
+    with serve_in_thread(ExpansionService(head_store, env, policy, tail_budget_ms=5000)) as url:
         head = httpx.get(f"{url}/expand", params={"q": "Office Chair"}).json()
         assert head["source"] == "store" and head["expansions"] == ["ergonomic office chair"]
         tail = httpx.get(f"{url}/expand", params={"q": "grey sofa"}).json()
         assert tail == {**tail, "source": "model", "expansions": ["grey sofa chair"], "query": "grey sofa"}
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "store_size": 1, "policy": True}
-    with serving(ExpansionService(head_store, env, None, fallback="prf")) as url:  # no policy: prf answers
+    with serve_in_thread(ExpansionService(head_store, env, None, fallback="prf")) as url:  # no policy: prf answers
         fallback = httpx.get(f"{url}/expand", params={"q": "grey sofa"}).json()
         assert fallback["source"] == "fallback" and fallback["expansions"]
-    with serving(ExpansionService(head_store, env, None, fallback="none")) as url:
+    with serve_in_thread(ExpansionService(head_store, env, None, fallback="none")) as url:
         assert httpx.get(f"{url}/expand", params={"q": "grey sofa"}).json()["expansions"] == []
 
 
@@ -203,7 +184,7 @@ def test_a_tail_query_past_its_budget_gets_the_fallback_and_later_the_models_ans
     head_store: ExpansionStore, env: LeserEnv
 ) -> None:
     policy = ScriptedPolicy(seconds=0.6)
-    with serving(ExpansionService(head_store, env, policy, tail_budget_ms=100)) as url:
+    with serve_in_thread(ExpansionService(head_store, env, policy, tail_budget_ms=100)) as url:
         late = httpx.get(f"{url}/expand", params={"q": "leather sofa"}).json()
         assert late["source"] == "fallback" and late["latency_ms"] < 600
         time.sleep(0.8)  # the generation finished after the answer: its expansions are kept
@@ -217,7 +198,7 @@ def test_a_tail_query_past_its_budget_gets_the_fallback_and_later_the_models_ans
 def test_concurrent_tail_requests_are_batched_into_few_generations(head_store: ExpansionStore, env: LeserEnv) -> None:
     policy = ScriptedPolicy(seconds=0.2)
     queries = [f"sofa {i}" for i in range(12)]
-    with serving(ExpansionService(head_store, env, policy, tail_budget_ms=10_000, batch_wait_ms=50)) as url:
+    with serve_in_thread(ExpansionService(head_store, env, policy, tail_budget_ms=10_000, batch_wait_ms=50)) as url:
         results: list[dict] = [{}] * len(queries)
 
         def ask(index: int) -> None:
@@ -258,7 +239,7 @@ def test_bad_input_gets_a_clear_4xx_or_a_normal_answer_and_the_server_keeps_serv
     head_store: ExpansionStore, env: LeserEnv, request_args: dict, status: int
 ) -> None:
     request_args = dict(request_args)
-    with serving(ExpansionService(head_store, env, ScriptedPolicy(), tail_budget_ms=2000)) as url:
+    with serve_in_thread(ExpansionService(head_store, env, ScriptedPolicy(), tail_budget_ms=2000)) as url:
         suffix = request_args.pop("url_suffix", "")
         post = "json" in request_args or "content" in request_args
         response = (httpx.post if post else httpx.get)(f"{url}/expand{suffix}", **request_args)
