@@ -97,13 +97,13 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
 
 def configure(config_class: type, settings: Mapping[str, Any]) -> Any:
     """A config with ``settings`` applied; strings are converted to each field's type."""
-    types = typing.get_type_hints(config_class)
+    hints = typing.get_type_hints(config_class)
     names = [field.name for field in dataclasses.fields(config_class)]
     unknown = sorted(set(settings) - set(names))
     if unknown:
         raise ValueError(f"{config_class.__name__} has no field {', '.join(unknown)}; its fields: {', '.join(names)}")
     values = {
-        name: _convert(name, value, types[name]) if isinstance(value, str) else value
+        name: _convert(name, value, hints[name]) if isinstance(value, str) else value
         for name, value in settings.items()
     }
     return config_class(**values)
