@@ -157,7 +157,8 @@ class ExpansionService:
 
     async def run_batches(self) -> None:
         """The generation loop: up to ``max_batch`` queued tail queries at a time, in one thread."""
-        self.queue = asyncio.Queue()
+        if self.queue is None:
+            self.queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
@@ -222,6 +223,7 @@ def create_app(service: ExpansionService) -> Any:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        service.queue = asyncio.Queue()  # before the first request can arrive
         task = asyncio.create_task(service.run_batches())
         yield
         task.cancel()

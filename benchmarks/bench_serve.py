@@ -151,9 +151,10 @@ def main() -> None:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in rows.items():
+        rate = f"{row['queries_per_s']:.1f}" if "queries_per_s" in row else ""
+        ratio = f"{row['ratio_to_bare']:.1f}x" if "ratio_to_bare" in row else ""
         latency_table.append(
-            f"| {name} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p99_ms']:.2f} | "
-            f"{row.get('queries_per_s', float('nan')):.1f} | {row.get('ratio_to_bare', float('nan')):.1f}x |"
+            f"| {name} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p99_ms']:.2f} | {rate} | {ratio} |"
         )
     text = "\n".join(latency_table) + "\n\n" + markdown_table(quality) + "\n" + paired_table(quality)
     print(text)

@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import IO, Any
 
 CACHE_MANIFEST = "cache_manifest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file (mkstemp alone gives 0600)
+DIRECTORY_MODE = 0o777 & ~_UMASK  # what mkdir would give (mkdtemp alone gives 0700)
 IGNORED_SUFFIXES = (".lock",)  # lock files a reader may create (tantivy's) are not content
 
 
@@ -46,6 +50,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -96,7 +101,9 @@ def staging_directory(target: str | Path) -> Path:
     """A fresh hidden directory beside ``target`` (same file system, so renaming it is atomic)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".staging"))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".staging"))
+    staging.chmod(DIRECTORY_MODE)
+    return staging
 
 
 def file_digest(path: str | Path) -> str:

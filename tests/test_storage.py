@@ -182,3 +182,12 @@ def test_a_damaged_converted_model_is_converted_again() -> None:
         stream.write(bytes([byte[0] ^ 0x10]))
     assert file_digest(weights) != original
     assert file_digest(default_model_path() / "model.safetensors") == original
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    from catalogs.storage import DIRECTORY_MODE, FILE_MODE
+
+    write_json_atomically(tmp_path / "report.json", {"a": 1})
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == FILE_MODE  # not mkstemp's 0600
+    cached_directory(tmp_path / "cache", {"v": 1}, build_counted([]))
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == DIRECTORY_MODE  # not mkdtemp's 0700
