@@ -64,8 +64,9 @@ def write_atomically(path: str | Path, content: str | bytes) -> None:
 
 
 def write_json_atomically(path: str | Path, payload: Any, indent: int | None = 2) -> None:
-    """Write ``payload`` as JSON (valid UTF-8, non-ASCII kept) through ``atomic_file``."""
-    write_atomically(path, json.dumps(payload, indent=indent, ensure_ascii=False) + "\n")
+    """Write ``payload`` as JSON through ``atomic_file``; ASCII with escapes, so any text (a lone
+    surrogate from undecodable input included) is written and read back unchanged."""
+    write_atomically(path, json.dumps(payload, indent=indent) + "\n")
 
 
 def _aside(target: Path) -> Path:

@@ -3,6 +3,7 @@ verified by content hash (the index, the relevance model, the converted LLM, the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -27,10 +28,13 @@ from leser_env.search import SearchEngine
 def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "state.json"
     write_json_atomically(target, {"step": 1, "name": "café"})
+    write_json_atomically(tmp_path / "odd.json", {"query": "chair\ud800"})  # undecodable input survives
+    assert json.loads((tmp_path / "odd.json").read_text()) == {"query": "chair\ud800"}
+    (tmp_path / "odd.json").unlink()
     with pytest.raises(RuntimeError), atomic_file(target) as stream:
         stream.write('{"step": 2, "half')
         raise RuntimeError("killed mid-write")
-    assert target.read_text(encoding="utf-8") == '{\n  "step": 1,\n  "name": "café"\n}\n'
+    assert target.read_text(encoding="utf-8") == '{\n  "step": 1,\n  "name": "caf\\u00e9"\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
