@@ -1,7 +1,7 @@
 """Warm up the default model on the action format, then train it with GRPO, then compare it.
 
-    python examples/train_grpo.py [--catalog synthetic] [--sft-steps 100] [--grpo-steps 40] [--limit 100]
-                                  [--engine-check]
+    python examples/train_grpo.py [--catalog synthetic] [--sft-steps 100] [--sft-epochs 1] [--grpo-steps 40]
+                                  [--limit 100] [--engine-check]
 
 On a 2-core CPU a warm-up step takes about 8 s and a GRPO step about 40 s (16 completions); the
 defaults take about an hour, `make run`'s settings about 20 minutes. Every stage shows progress,
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--catalog", default="synthetic")
     parser.add_argument("--out", type=Path, default=Path("runs/example"))
     parser.add_argument("--sft-steps", type=int, default=100)
+    parser.add_argument("--sft-epochs", type=int, default=1, help="warm-up passes over its targets")
     parser.add_argument("--grpo-steps", type=int, default=40)
     parser.add_argument("--limit", type=int, default=100, help="test queries in the final comparison")
     parser.add_argument("--validation", type=int, default=40, help="validation queries for the format-valid rate")
@@ -41,7 +42,7 @@ def main() -> None:
         print(f"1/3 warm-up: {args.sft_steps} steps, format-valid rate measured before and after")
         warm_up_env = LeserEnv(catalog=args.catalog, split="train")  # the warm-up imitates fixed targets
         report = sft.run(
-            sft.SFTConfig(max_steps=args.sft_steps),
+            sft.SFTConfig(max_steps=args.sft_steps, num_train_epochs=args.sft_epochs),
             warm_up_env,
             sft_dir,
             resume=True,
