@@ -383,6 +383,11 @@ EngineCheckOption = Annotated[
 ]
 
 
+def placement(device: str | None, dtype: str | None) -> dict[str, str]:
+    """The --device and --dtype a user gave, as policy options (absent ones keep the policy's own)."""
+    return {key: value for key, value in (("device", device), ("dtype", dtype)) if value}
+
+
 def build_agent(
     name: str,
     checkpoint: Path | None,
@@ -404,7 +409,7 @@ def build_agent(
         if checkpoint is None and name not in ("sft", "grpo", "ppo"):
             raise ValueError(f"--decoding is for LLM agents (sft, grpo, ppo), not {name!r}")
         options["decoding"] = decoding
-    options.update({key: value for key, value in (("device", device), ("dtype", dtype)) if value})
+    options.update(placement(device, dtype))
     built = agents.load(checkpoint, **options) if checkpoint is not None else agents.make(name, seed=seed, **options)
     if engine_check and not hasattr(built, "engine_check"):
         raise ValueError(f"--engine-check is for LLM agents (sft, grpo, ppo), not {built.name!r}")
@@ -557,8 +562,7 @@ def train_command(
         )
     if not resume and has_checkpoint(out):
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value}
-    policy_config = PolicyConfig(**({"model": model} if model else {}), **placement)
+    policy_config = PolicyConfig(**({"model": model} if model else {}), **placement(device, dtype))
     data = str(data_dir) if data_dir else None
     env = LeserEnv(catalog=catalog, data_dir=data, split="train", engine_check=engine_check or None)
     result = chosen.run(config, env, out, resume, init=init, policy_config=policy_config)

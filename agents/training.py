@@ -122,7 +122,12 @@ def _convert(name: str, text: str, kind: Any) -> Any:
                 if text.lower() in ("false", "0", "no", "off"):
                     return False
                 raise ValueError(text)
-            if option in (int, float, str):
+            if option is float:
+                number = float(text)
+                if not math.isfinite(number):  # nan and inf pass float() but no setting means them
+                    raise ValueError(text)
+                return number
+            if option in (int, str):
                 return option(text)
         except ValueError:
             continue

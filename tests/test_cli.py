@@ -216,6 +216,8 @@ def test_train_sets_any_config_field_for_every_agent(
     [
         ("bta=0.1", "GRPOConfig has no field bta; its fields: max_steps"),
         ("beta=high", "--set beta=high: expected float"),
+        ("beta=nan", "--set beta=nan: expected float"),
+        ("learning_rate=inf", "--set learning_rate=inf: expected float"),
         ("loss_type=mean", "loss_type must be one of grpo, dapo, dr_grpo"),
         ("beta", "--set takes FIELD=VALUE"),
     ],
