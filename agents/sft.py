@@ -14,7 +14,9 @@ How the targets are made, and why they do not leak:
   dropped. The target set is grown greedily with the environment's own reward for that query
   (search engine plus the relevance model, itself trained on train labels only): each round
   adds the candidate that raises the *set's* reward most, so the expansions complement each
-  other instead of repeating one wording, up to ``max_expansions``. Where no candidate helps,
+  other instead of repeating one wording, up to ``max_expansions``; the target writes them in the
+  candidates' order (prf's first, in the evidence's order), which the policy can read off its
+  input, rather than in the order the search found them. Where no candidate helps,
   the target is the query itself (a valid action worth exactly 0), so the policy learns the
   format anyway.
 - The target is written in the action format with a one-sentence think block naming one
@@ -100,7 +102,10 @@ def build_examples(
             for phrase in dict.fromkeys([*feedback.expand(query)[0], *labelled])
             if phrase.lower() != query.lower() and grounded(engine, phrase, shown)
         ][:candidates_per_query]
-        chosen = greedy_expansion_set(env, query, candidates, max_expansions)
+        # Written in the candidates' own order (prf's, which follows the evidence, then the labelled
+        # phrases), not the order the greedy search picked them in: the set and its reward are the
+        # same, and the policy can read that order off its observation.
+        chosen = sorted(greedy_expansion_set(env, query, candidates, max_expansions), key=candidates.index)
         if chosen:
             # One phrase, not a list: a think block that lists phrases taught the model to keep
             # listing inside it until the token budget ran out (greedy repetition loops).

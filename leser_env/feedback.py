@@ -144,9 +144,13 @@ class Evidence:
     terms: tuple[tuple[str, float], ...]  # the strongest feedback terms, as words, with their weights
     query_words: tuple[tuple[str, int], ...]  # each query word and how many products match it alone
     anchor: str | None  # the product word
+    core: tuple[str, ...] = ()  # the product word and the query word most shared with it that matches with it
+    core_count: int = 0  # products matching every word of ``core``
+    with_core: tuple[int, ...] = ()  # per feedback term: products matching it and every word of ``core``
 
     def render(self) -> str:
-        """Three short lines: the feedback terms with weights, the query words' match counts, the product word."""
+        """Short lines: the feedback terms with weights, the query words' match counts, the product word,
+        and (when there is a product word) which words match together and each feedback term with them."""
         terms = ", ".join(f"{word} {weight:.1f}" for word, weight in self.terms) or "(none)"
         matched = ", ".join(f"{word} {count}" for word, count in self.query_words if count) or "(none)"
         unmatched = [word for word, count in self.query_words if not count]
@@ -157,6 +161,13 @@ class Evidence:
         ]
         if self.anchor:
             lines.append(f"Product word: {self.anchor}")
+        if self.core:
+            lines.append(f"Words that match together (products): {' '.join(self.core)} {self.core_count}")
+            if self.terms:
+                counts = ", ".join(
+                    f"{word} {count}" for (word, _), count in zip(self.terms, self.with_core, strict=True)
+                )
+                lines.append(f"Feedback terms with them (products): {counts}")
         return "\n".join(lines)
 
 
@@ -215,7 +226,9 @@ class PseudoRelevanceFeedback:
         return Feedback(rows, terms, query_columns, anchor, candidates, self.surface_forms(rows, own), own)
 
     def evidence(self, query: str, top: int = 8) -> Evidence:
-        """The observation's view of the feedback: top terms with weights, query word counts, anchor."""
+        """The observation's view of the feedback: top terms with weights, query word counts, anchor, and
+        the core (the anchor with the query word most feedback titles share that still matches with it)
+        with each top term's conjunctive match count against it."""
         analysed = self.analyse(query)
         stats = self.statistics
 
@@ -231,7 +244,50 @@ class PseudoRelevanceFeedback:
             (analysed.query_spelling.get(term, term), self.engine.search_terms_many([(term,)], 0, "and")[0].total)
             for term in self.engine.analyze(query)[:16]
         ]
-        return Evidence(tuple(terms), tuple(query_words), None if analysed.anchor is None else word(analysed.anchor))
+        anchor = None if analysed.anchor is None else word(analysed.anchor)
+        core = self.core(analysed)
+        if not core:
+            return Evidence(tuple(terms), tuple(query_words), anchor)
+        with_core = self.matches([[column, *core] for column in analysed.candidates[:top]])
+        return Evidence(
+            tuple(terms),
+            tuple(query_words),
+            anchor,
+            tuple(word(c) for c in core),
+            self.matches([core])[0],
+            tuple(with_core),
+        )
+
+    def core(self, analysed: Feedback) -> list[int]:
+        """The anchor and the query term most feedback titles share that matches together with it (if any),
+        in query order with an anchor that is not a query term last; empty without an anchor."""
+        if analysed.anchor is None or analysed.terms is None:
+            return []
+        terms = analysed.terms
+        order = {column: index for index, column in enumerate(analysed.query_columns)}
+
+        def shared(column: int) -> int:
+            position = terms.position(column)
+            return 0 if position is None else int(terms.titles[position])
+
+        others = sorted(
+            (c for c in analysed.query_columns if c != analysed.anchor), key=lambda c: (-shared(c), order[c])
+        )
+        chosen = [analysed.anchor]
+        for column in others[:16]:
+            if self.matches([[analysed.anchor, column]])[0] >= 1:
+                chosen.append(column)
+                break
+        in_query = sorted((c for c in chosen if c in order), key=order.__getitem__)
+        return in_query + [c for c in chosen if c not in order]
+
+    def matches(self, column_lists: Sequence[Sequence[int]]) -> list[int]:
+        """How many products match every term of each list of index-term columns (conjunctive)."""
+        terms = self.statistics.terms
+        results = self.engine.search_terms_many(
+            [tuple(terms[c] for c in columns) for columns in column_lists], 0, "and"
+        )
+        return [result.total for result in results]
 
     def feedback(self, query: str) -> tuple[list[int], np.ndarray]:
         """Rows and retrieval scores of the top products: conjunctive first, topped up disjunctively."""

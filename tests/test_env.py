@@ -253,6 +253,30 @@ def test_feedback_evidence_is_on_by_default_and_switchable(env: LeserEnv) -> Non
     assert "Feedback terms" not in render_messages(plain.observe(text="office chair")[0])[1]["content"]
 
 
+@pytest.mark.parametrize("query", ["rattan high chair", "grey swivel chair", "farmhouse bureau", "office chair"])
+def test_feedback_evidence_counts_are_the_engines_conjunctive_matches(env: LeserEnv, query: str) -> None:
+    """The "match together" lines say what the engine finds for those words searched together."""
+    lines = dict(line.split(": ", 1) for line in env.observe(text=query)[0]["evidence"].split("\n"))
+    product_word = lines["Product word"]
+    *core, core_count = lines["Words that match together (products)"].split()
+    assert product_word in core and len(core) <= 2 and int(core_count) > 0
+    assert env.engine.search(" ".join(core), 0, "and").total == int(core_count)
+    terms = [item.rsplit(" ", 1)[0] for item in lines["Feedback terms (weight)"].split(", ")]
+    with_core = [item.rsplit(" ", 1) for item in lines["Feedback terms with them (products)"].split(", ")]
+    assert [term for term, _ in with_core] == terms
+    for term, count in with_core:
+        assert env.engine.search(f"{term} {' '.join(core)}", 0, "and").total == int(count)
+    if len(core) == 1:  # no other query word matches together with the product word
+        for word in lines["Query words the catalog matches (products)"].split(";")[0].split(", "):
+            other = word.rsplit(" ", 1)[0]
+            if other != product_word:
+                assert env.engine.search(f"{other} {product_word}", 0, "and").total == 0
+
+
+def test_feedback_evidence_without_a_product_word_has_no_core(env: LeserEnv) -> None:
+    assert "match together" not in env.observe(text="zzqx qqzx")[0]["evidence"]
+
+
 def test_engine_check_drops_expansions_that_match_nothing(env: LeserEnv) -> None:
     checked = LeserEnv(catalog="synthetic", engine_check=True)
     action = encode_action(["grey sofa", "zzqx nonexistent"])

@@ -314,6 +314,10 @@ def test_sft_examples_come_from_train_queries_and_are_valid_actions() -> None:
         shown = set(sft.WORD.findall(text.lower()))
         written = {word for expansion in action.expansions for word in sft.WORD.findall(expansion.lower())}
         assert written <= shown, "a target the policy cannot read off its observation teaches it to guess"
+    for action, prf_action in zip(parsed, prf, strict=True):
+        from_prf = [expansion for expansion in action.expansions if expansion in parse_action(prf_action).expansions]
+        assert list(action.expansions[: len(from_prf)]) == from_prf, "prf's expansions come first, as prf orders them"
+        assert from_prf == [e for e in parse_action(prf_action).expansions if e in from_prf]
     with pytest.raises(ValueError, match="train split"):
         sft.build_examples(LeserEnv(catalog="synthetic", split="test"), count=1)
 
