@@ -23,8 +23,8 @@ def env() -> LeserEnv:
 
 
 def test_the_dataset_prompt_is_what_our_policy_renders(tiny_policy, env: LeserEnv) -> None:
-    policy = tiny_policy(max_prompt_tokens=330)  # short enough that the product context is cut
-    dataset = make_dataset(env=env, limit=6, tokenizer=policy.tokenizer, max_prompt_tokens=330)
+    policy = tiny_policy(max_prompt_tokens=380)  # cuts the product context, keeps the rest
+    dataset = make_dataset(env=env, limit=6, tokenizer=policy.tokenizer, max_prompt_tokens=380)
     assert dataset.column_names == ["prompt", "query", "query_id"] and len(dataset) == 6
     cut = 0
     for row in dataset:
