@@ -25,7 +25,7 @@ from typing import Any
 from agents.base import Agent, register
 from catalogs import load_catalog
 from leser_env.actions import ActionLimits, encode_action, normalize_expansion
-from leser_env.feedback import MAX_WORD_CHARS, FeedbackTerms, PseudoRelevanceFeedback
+from leser_env.feedback import MAX_WORD_CHARS, Feedback, PseudoRelevanceFeedback, written_order
 from leser_env.search import LONE_SURROGATES
 
 LIMITS = ActionLimits()  # the environment's default format limits: 1..5 expansions of 1..100 characters
@@ -223,32 +223,25 @@ class PseudoRelevanceFeedbackAgent(Agent):
         def words(columns: Sequence[int]) -> str:
             return " ".join(feedback.spelling.get(terms[c], terms[c]) for c in columns)
 
-        composed = self._compose(feedback.candidates, feedback.anchor, feedback.query_columns, feedback.terms)
+        composed = self._compose(feedback)
         texts = [fit_expansion(words(columns)) for columns in composed]
         texts = list({text.casefold(): text for text in texts if text}.values())
         top = ", ".join(words([c]) for c in feedback.candidates[:3]) or "none"
         think = f"prf ({self.method}, {len(feedback.rows)} feedback products): top terms {top}"
         return texts, think if texts else think + "; none matched, the query itself"
 
-    def _compose(
-        self, candidates: list[int], anchor: int | None, query_columns: list[int], feedback: FeedbackTerms
-    ) -> list[tuple[int, ...]]:
+    def _compose(self, feedback: Feedback) -> list[tuple[int, ...]]:
         """Term lists of the expansions: a feedback term, the anchor, then query terms while results still come.
 
         Query terms are tried most title-shared first (a misspelled or needless word comes last and
         is dropped when it would leave no results). Written order: the feedback term, the query's
         terms in the query's order, then an anchor that is not a query term.
         """
-
-        def shared(column: int) -> int:
-            position = feedback.position(column)
-            return 0 if position is None else int(feedback.titles[position])
-
-        order = {column: index for index, column in enumerate(query_columns)}
-        others = sorted((c for c in query_columns if c != anchor), key=lambda c: (-shared(c), order[c]))
+        anchor = feedback.anchor
+        others = self.prf.other_query_terms(feedback)
         expansions: list[tuple[int, ...]] = []
         seen: set[frozenset[int]] = set()
-        for candidate in candidates[: 10 * self.max_expansions]:  # bounded work for pathological queries
+        for candidate in feedback.candidates[: 10 * self.max_expansions]:  # bounded work for pathological queries
             if len(expansions) >= self.max_expansions:
                 break
             chosen = [candidate] if anchor is None else [candidate, anchor]
@@ -261,11 +254,9 @@ class PseudoRelevanceFeedbackAgent(Agent):
                     chosen.append(column)
             if frozenset(chosen) not in seen:
                 seen.add(frozenset(chosen))
-                in_query = sorted((c for c in chosen if c in order), key=order.__getitem__)
-                expansions.append((candidate, *in_query, *(c for c in chosen[1:] if c not in order)))
+                expansions.append((candidate, *written_order(chosen[1:], feedback.query_columns)))
         return expansions
 
     def _matches(self, columns: Sequence[int]) -> int:
         """How many products a set of index terms matches conjunctively (searches are cached by the engine)."""
-        terms = tuple(self.prf.statistics.terms[c] for c in columns)  # already analysed: searched as they are
-        return self.prf.engine.search_terms_many([terms], 0, "and")[0].total
+        return self.prf.matches([columns])[0]

@@ -171,6 +171,12 @@ class Evidence:
         return "\n".join(lines)
 
 
+def written_order(columns: Sequence[int], query_columns: Sequence[int]) -> list[int]:
+    """How an expansion's terms are written: query terms in the query's order, then the others as given."""
+    order = {column: index for index, column in enumerate(query_columns)}
+    return sorted((c for c in columns if c in order), key=order.__getitem__) + [c for c in columns if c not in order]
+
+
 class PseudoRelevanceFeedback:
     """Bo1 or RM3 feedback over one catalog's engine (see the module docstring)."""
 
@@ -263,23 +269,25 @@ class PseudoRelevanceFeedback:
         in query order with an anchor that is not a query term last; empty without an anchor."""
         if analysed.anchor is None or analysed.terms is None:
             return []
-        terms = analysed.terms
-        order = {column: index for index, column in enumerate(analysed.query_columns)}
-
-        def shared(column: int) -> int:
-            position = terms.position(column)
-            return 0 if position is None else int(terms.titles[position])
-
-        others = sorted(
-            (c for c in analysed.query_columns if c != analysed.anchor), key=lambda c: (-shared(c), order[c])
-        )
         chosen = [analysed.anchor]
-        for column in others[:16]:
+        for column in self.other_query_terms(analysed)[:16]:
             if self.matches([[analysed.anchor, column]])[0] >= 1:
                 chosen.append(column)
                 break
-        in_query = sorted((c for c in chosen if c in order), key=order.__getitem__)
-        return in_query + [c for c in chosen if c not in order]
+        return written_order(chosen, analysed.query_columns)
+
+    def other_query_terms(self, analysed: Feedback) -> list[int]:
+        """The query's terms other than the anchor, those most feedback titles hold first, then in query
+        order (a misspelled or needless word comes last)."""
+        order = {column: index for index, column in enumerate(analysed.query_columns)}
+
+        terms = analysed.terms
+
+        def shared(column: int) -> int:
+            position = None if terms is None else terms.position(column)
+            return 0 if terms is None or position is None else int(terms.titles[position])
+
+        return sorted((c for c in analysed.query_columns if c != analysed.anchor), key=lambda c: (-shared(c), order[c]))
 
     def matches(self, column_lists: Sequence[Sequence[int]]) -> list[int]:
         """How many products match every term of each list of index-term columns (conjunctive)."""
