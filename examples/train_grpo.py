@@ -1,7 +1,7 @@
 """Warm up the default model on the action format, then train it with GRPO, then compare it.
 
     python examples/train_grpo.py [--catalog synthetic] [--sft-steps 100] [--sft-epochs 1] [--grpo-steps 40]
-                                  [--limit 100] [--engine-check]
+                                  [--loss-type dr_grpo] [--limit 100] [--engine-check]
 
 On a 2-core CPU a warm-up step takes about 8 s and a GRPO step about 40 s (16 completions); the
 defaults take about an hour, `make run`'s settings about 20 minutes. Every stage shows progress,
@@ -27,6 +27,12 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=100)
     parser.add_argument("--sft-epochs", type=int, default=1, help="warm-up passes over its targets")
     parser.add_argument("--grpo-steps", type=int, default=40)
+    parser.add_argument(
+        "--loss-type",
+        default="dr_grpo",
+        choices=grpo.LOSS_TYPES,
+        help="GRPO's loss normalisation (TRL's names); dr_grpo does not favour short completions",
+    )
     parser.add_argument("--limit", type=int, default=100, help="test queries in the final comparison")
     parser.add_argument("--validation", type=int, default=40, help="validation queries for the format-valid rate")
     parser.add_argument(
@@ -51,7 +57,13 @@ def main() -> None:
         print(report["summary"])
 
     print(f"2/3 GRPO: {args.grpo_steps} steps from the warmed-up policy")
-    grpo.run(grpo.GRPOConfig(max_steps=args.grpo_steps), train_env, grpo_dir, resume=True, init=sft_dir)
+    grpo.run(
+        grpo.GRPOConfig(max_steps=args.grpo_steps, loss_type=args.loss_type),
+        train_env,
+        grpo_dir,
+        resume=True,
+        init=sft_dir,
+    )
 
     print(f"3/3 comparison on {args.limit} held-out test queries")
     contenders = [

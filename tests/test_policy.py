@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -323,17 +322,41 @@ def test_sft_examples_come_from_train_queries_and_are_valid_actions() -> None:
 
 
 def test_sft_targets_are_sets_whose_expansions_complement_each_other() -> None:
-    """The greedy target beats its best single phrase, repeats nothing, and every phrase it adds pays."""
+    """From nothing, the search beats its best single phrase and repeats nothing; with no edit limit it
+    stops where no set one edit away (drop, replace, add) scores more."""
     env = LeserEnv(catalog="synthetic", split="train")
     query = "garbage can my dog can't get into"
     candidates = ["waste bin", "waste basket", "pedal bin", "waste bin", "dog bed", "kitchen"]
-    chosen = sft.greedy_expansion_set(env, query, candidates, max_expansions=5)
+    chosen = sft.improve_expansion_set(env, query, candidates, max_expansions=5)
     assert chosen and len(chosen) == len(set(chosen)) <= 5
     singles, _ = env.score_group(query, [[phrase] for phrase in candidates])
-    prefixes, _ = env.score_group(query, [chosen[: i + 1] for i in range(len(chosen))])
-    assert prefixes[-1] >= singles.max()
-    assert all(later > earlier for earlier, later in itertools.pairwise(prefixes)), "each phrase added must pay"
-    assert sft.greedy_expansion_set(env, query, [], max_expansions=5) == []
+    best = env.score_group(query, [chosen])[0][0]
+    assert best >= singles.max()
+    assert sft.improve_expansion_set(env, query, [], max_expansions=5) == []
+
+    start = ["kitchen", "dog bed"]
+    local = sft.improve_expansion_set(env, query, candidates, 3, start=start, max_edits=None)
+    unused = [phrase for phrase in dict.fromkeys(candidates) if phrase not in local]
+    neighbours = [local[:i] + local[i + 1 :] for i in range(len(local)) if len(local) > 1]
+    neighbours += [[*local[:i], phrase, *local[i + 1 :]] for i in range(len(local)) for phrase in unused]
+    neighbours += [[*local, phrase] for phrase in unused] if len(local) < 3 else []
+    rewards, _ = env.score_group(query, [local, start, *neighbours])
+    assert rewards[0] >= rewards[1] and rewards[0] >= rewards[2:].max(), "a local optimum at least as good as its start"
+
+
+def test_sft_target_search_stays_within_its_edits_of_prf() -> None:
+    env = LeserEnv(catalog="synthetic", split="train")
+    prf = agents.make("prf", catalog="synthetic")
+    queries = (env.observe(query_id)[0]["query"] for query_id in env.query_ids)
+    query, start = next(
+        (q, e) for q in queries if len(e := prf.expand(q)[0]) == 5 and env.score_group(q, [e])[0][0] > 0
+    )
+    candidates = [*start, "waste bin", "dining chair", "area rug", "table lamp", "bath towels"]
+    assert sft.improve_expansion_set(env, query, candidates, 5, start=start, max_edits=0) == start
+    for max_edits in (1, 2):
+        chosen = sft.improve_expansion_set(env, query, candidates, 5, start=start, max_edits=max_edits)
+        assert len(set(start) - set(chosen)) <= max_edits and len(set(chosen) - set(start)) <= max_edits
+        assert env.score_group(query, [chosen])[0][0] >= env.score_group(query, [start])[0][0]
 
 
 def test_sft_lowers_the_loss_on_its_examples(tiny_policy, tmp_path: Path) -> None:
