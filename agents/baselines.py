@@ -245,18 +245,14 @@ class PseudoRelevanceFeedbackAgent(Agent):
             if len(expansions) >= self.max_expansions:
                 break
             chosen = [candidate] if anchor is None else [candidate, anchor]
-            if self._matches(chosen) < self.min_results:
+            if self.prf.matches([chosen])[0] < self.min_results:
                 continue
             for column in others[:16]:
                 if len(chosen) >= self.max_terms:
                     break
-                if self._matches([*chosen, column]) >= self.min_results:
+                if self.prf.matches([[*chosen, column]])[0] >= self.min_results:
                     chosen.append(column)
             if frozenset(chosen) not in seen:
                 seen.add(frozenset(chosen))
                 expansions.append((candidate, *written_order(chosen[1:], feedback.query_columns)))
         return expansions
-
-    def _matches(self, columns: Sequence[int]) -> int:
-        """How many products a set of index terms matches conjunctively (searches are cached by the engine)."""
-        return self.prf.matches([columns])[0]

@@ -33,6 +33,7 @@ validation queries.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -160,10 +161,9 @@ def improve_expansion_set(
     chosen = list(dict.fromkeys(start))[:max_expansions]
     best = float(env.score_group(query, [chosen])[0][0]) if chosen else 0.0
     rounds = max_expansions if not chosen else max_edits
-    while rounds is None or rounds > 0:
-        rounds = None if rounds is None else rounds - 1
+    for _ in itertools.count() if rounds is None else range(rounds):
         unused = [phrase for phrase in candidates if phrase not in chosen]
-        neighbours = [chosen[:i] + chosen[i + 1 :] for i in range(len(chosen)) if len(chosen) > 1]
+        neighbours = [chosen[:i] + chosen[i + 1 :] for i in range(len(chosen))] if len(chosen) > 1 else []
         neighbours += [[*chosen[:i], phrase, *chosen[i + 1 :]] for i in range(len(chosen)) for phrase in unused]
         if len(chosen) < max_expansions:
             neighbours += [[*chosen, phrase] for phrase in unused]

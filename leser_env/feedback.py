@@ -280,7 +280,6 @@ class PseudoRelevanceFeedback:
         """The query's terms other than the anchor, those most feedback titles hold first, then in query
         order (a misspelled or needless word comes last)."""
         order = {column: index for index, column in enumerate(analysed.query_columns)}
-
         terms = analysed.terms
 
         def shared(column: int) -> int:
