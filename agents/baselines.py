@@ -25,7 +25,7 @@ from typing import Any
 from agents.base import Agent, register
 from catalogs import load_catalog
 from leser_env.actions import ActionLimits, encode_action, normalize_expansion
-from leser_env.feedback import MAX_WORD_CHARS, Feedback, PseudoRelevanceFeedback, written_order
+from leser_env.feedback import MAX_WORD_CHARS, PseudoRelevanceFeedback
 from leser_env.search import LONE_SURROGATES
 
 LIMITS = ActionLimits()  # the environment's default format limits: 1..5 expansions of 1..100 characters
@@ -218,41 +218,9 @@ class PseudoRelevanceFeedbackAgent(Agent):
         feedback = self.prf.analyse(query)
         if not feedback.rows or feedback.terms is None:
             return [], "prf: no feedback products; the query itself"
+        composed = self.prf.expansions(feedback, self.max_expansions, self.max_terms, self.min_results)
+        texts = list({text.casefold(): text for text in map(fit_expansion, composed) if text}.values())
         terms = self.prf.statistics.terms
-
-        def words(columns: Sequence[int]) -> str:
-            return " ".join(feedback.spelling.get(terms[c], terms[c]) for c in columns)
-
-        composed = self._compose(feedback)
-        texts = [fit_expansion(words(columns)) for columns in composed]
-        texts = list({text.casefold(): text for text in texts if text}.values())
-        top = ", ".join(words([c]) for c in feedback.candidates[:3]) or "none"
+        top = ", ".join(feedback.spelling.get(terms[c], terms[c]) for c in feedback.candidates[:3]) or "none"
         think = f"prf ({self.method}, {len(feedback.rows)} feedback products): top terms {top}"
         return texts, think if texts else think + "; none matched, the query itself"
-
-    def _compose(self, feedback: Feedback) -> list[tuple[int, ...]]:
-        """Term lists of the expansions: a feedback term, the anchor, then query terms while results still come.
-
-        Query terms are tried most title-shared first (a misspelled or needless word comes last and
-        is dropped when it would leave no results). Written order: the feedback term, the query's
-        terms in the query's order, then an anchor that is not a query term.
-        """
-        anchor = feedback.anchor
-        others = self.prf.other_query_terms(feedback)
-        expansions: list[tuple[int, ...]] = []
-        seen: set[frozenset[int]] = set()
-        for candidate in feedback.candidates[: 10 * self.max_expansions]:  # bounded work for pathological queries
-            if len(expansions) >= self.max_expansions:
-                break
-            chosen = [candidate] if anchor is None else [candidate, anchor]
-            if self.prf.matches([chosen])[0] < self.min_results:
-                continue
-            for column in others[:16]:
-                if len(chosen) >= self.max_terms:
-                    break
-                if self.prf.matches([[*chosen, column]])[0] >= self.min_results:
-                    chosen.append(column)
-            if frozenset(chosen) not in seen:
-                seen.add(frozenset(chosen))
-                expansions.append((candidate, *written_order(chosen[1:], feedback.query_columns)))
-        return expansions

@@ -147,27 +147,33 @@ class Evidence:
     core: tuple[str, ...] = ()  # the product word and the query word most shared with it that matches with it
     core_count: int = 0  # products matching every word of ``core``
     with_core: tuple[int, ...] = ()  # per feedback term: products matching it and every word of ``core``
+    expansions: tuple[str, ...] = ()  # what prf composes from all of the above (``compose``), strongest first
 
     def render(self) -> str:
         """Short lines: the feedback terms with weights, the query words' match counts, the product word,
-        and (when there is a product word) which words match together and each feedback term with them."""
-        terms = ", ".join(f"{word} {weight:.1f}" for word, weight in self.terms) or "(none)"
-        matched = ", ".join(f"{word} {count}" for word, count in self.query_words if count) or "(none)"
+        (when there is a product word) which words match together and each feedback term with them, and
+        the expansions prf composes from these. Every number is in parentheses after its word, so a
+        count can never be read as a word ("52x84 (94)": the word 52x84, 94 products)."""
+
+        def annotated(pairs: Sequence[tuple[str, float]], digits: int) -> str:
+            return ", ".join(f"{word} ({number:.{digits}f})" for word, number in pairs)
+
+        matched = annotated([(word, count) for word, count in self.query_words if count], 0) or "(none)"
         unmatched = [word for word, count in self.query_words if not count]
         lines = [
-            f"Feedback terms (weight): {terms}",
+            f"Feedback terms (weight): {annotated(self.terms, 1) or '(none)'}",
             f"Query words the catalog matches (products): {matched}"
             + (f"; no match: {', '.join(unmatched)}" if unmatched else ""),
         ]
         if self.anchor:
             lines.append(f"Product word: {self.anchor}")
         if self.core:
-            lines.append(f"Words that match together (products): {' '.join(self.core)} {self.core_count}")
+            lines.append(f"Words that match together (products): {' '.join(self.core)} ({self.core_count})")
             if self.terms:
-                counts = ", ".join(
-                    f"{word} {count}" for (word, _), count in zip(self.terms, self.with_core, strict=True)
-                )
-                lines.append(f"Feedback terms with them (products): {counts}")
+                counts = [(word, count) for (word, _), count in zip(self.terms, self.with_core, strict=True)]
+                lines.append(f"Feedback terms with them (products): {annotated(counts, 0)}")
+        if self.expansions:
+            lines.append(f"Classic expansions (prf): {'; '.join(self.expansions)}")
         return "\n".join(lines)
 
 
@@ -251,9 +257,10 @@ class PseudoRelevanceFeedback:
             for term in self.engine.analyze(query)[:16]
         ]
         anchor = None if analysed.anchor is None else word(analysed.anchor)
+        expansions = tuple(self.expansions(analysed))
         core = self.core(analysed)
         if not core:
-            return Evidence(tuple(terms), tuple(query_words), anchor)
+            return Evidence(tuple(terms), tuple(query_words), anchor, expansions=expansions)
         with_core = self.matches([[column, *core] for column in analysed.candidates[:top]])
         return Evidence(
             tuple(terms),
@@ -262,7 +269,44 @@ class PseudoRelevanceFeedback:
             tuple(word(c) for c in core),
             self.matches([core])[0],
             tuple(with_core),
+            expansions,
         )
+
+    def expansions(
+        self, analysed: Feedback, max_expansions: int = 5, max_terms: int = 3, min_results: int = 1
+    ) -> list[str]:
+        """prf's expansions, written as words: each of the strongest feedback terms with the anchor, then
+        query terms while the expansion still matches ``min_results`` products conjunctively, at most
+        ``max_terms`` words, at most ``max_expansions`` of them (case-insensitively distinct).
+
+        Query terms are tried most title-shared first (a misspelled or needless word comes last and
+        is dropped when it would leave no results). Written order: the feedback term, the query's
+        terms in the query's order, then an anchor that is not a query term. Empty without feedback.
+        """
+        if analysed.terms is None:
+            return []
+        terms = self.statistics.terms
+        anchor = analysed.anchor
+        others = self.other_query_terms(analysed)
+        texts: dict[str, str] = {}
+        seen: set[frozenset[int]] = set()
+        for candidate in analysed.candidates[: 10 * max_expansions]:  # bounded work for pathological queries
+            if len(texts) >= max_expansions:
+                break
+            chosen = [candidate] if anchor is None else [candidate, anchor]
+            if self.matches([chosen])[0] < min_results:
+                continue
+            for column in others[:16]:
+                if len(chosen) >= max_terms:
+                    break
+                if self.matches([[*chosen, column]])[0] >= min_results:
+                    chosen.append(column)
+            if frozenset(chosen) not in seen:
+                seen.add(frozenset(chosen))
+                written = (candidate, *written_order(chosen[1:], analysed.query_columns))
+                text = " ".join(analysed.spelling.get(terms[c], terms[c]) for c in written)
+                texts.setdefault(text.casefold(), text)
+        return list(texts.values())
 
     def core(self, analysed: Feedback) -> list[int]:
         """The anchor and the query term most feedback titles share that matches together with it (if any),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import gymnasium as gym
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+import agents
 import leser_env  # noqa: F401  (registers LESER-v0)
 from catalogs import Catalog, Split
 from leser_env.actions import ActionLimits, encode_action
@@ -253,24 +255,46 @@ def test_feedback_evidence_is_on_by_default_and_switchable(env: LeserEnv) -> Non
     assert "Feedback terms" not in render_messages(plain.observe(text="office chair")[0])[1]["content"]
 
 
+def annotated(text: str) -> list[tuple[str, str]]:
+    """``word (number), word (number)`` as (word, number) pairs; the number must be in parentheses."""
+    pairs = [re.fullmatch(r"(.+) \(([\d.]+)\)", item) for item in text.split(", ")]
+    assert all(pairs), text
+    return [(pair.group(1), pair.group(2)) for pair in pairs if pair]
+
+
 @pytest.mark.parametrize("query", ["rattan high chair", "grey swivel chair", "farmhouse bureau", "office chair"])
 def test_feedback_evidence_counts_are_the_engines_conjunctive_matches(env: LeserEnv, query: str) -> None:
     """The "match together" lines say what the engine finds for those words searched together."""
     lines = dict(line.split(": ", 1) for line in env.observe(text=query)[0]["evidence"].split("\n"))
     product_word = lines["Product word"]
-    *core, core_count = lines["Words that match together (products)"].split()
+    [(core_text, core_count)] = annotated(lines["Words that match together (products)"])
+    core = core_text.split()
     assert product_word in core and len(core) <= 2 and int(core_count) > 0
     assert env.engine.search(" ".join(core), 0, "and").total == int(core_count)
-    terms = [item.rsplit(" ", 1)[0] for item in lines["Feedback terms (weight)"].split(", ")]
-    with_core = [item.rsplit(" ", 1) for item in lines["Feedback terms with them (products)"].split(", ")]
+    terms = [term for term, _ in annotated(lines["Feedback terms (weight)"])]
+    with_core = annotated(lines["Feedback terms with them (products)"])
     assert [term for term, _ in with_core] == terms
     for term, count in with_core:
         assert env.engine.search(f"{term} {' '.join(core)}", 0, "and").total == int(count)
     if len(core) == 1:  # no other query word matches together with the product word
-        for word in lines["Query words the catalog matches (products)"].split(";")[0].split(", "):
-            other = word.rsplit(" ", 1)[0]
+        for other, _ in annotated(lines["Query words the catalog matches (products)"].split(";")[0]):
             if other != product_word:
                 assert env.engine.search(f"{other} {product_word}", 0, "and").total == 0
+
+
+@pytest.mark.parametrize("query", ["52x84 in drapes", "42 inch long seat", "mid century night table", "zzqx qqzx"])
+def test_feedback_evidence_ends_with_prfs_expansions_and_keeps_numbers_apart_from_words(
+    env: LeserEnv, query: str
+) -> None:
+    """The last line is exactly what the prf baseline sends; a count is never written like a word."""
+    evidence = env.observe(text=query)[0]["evidence"]
+    expansions, _ = agents.make("prf", catalog="synthetic").expand(query)
+    classic = [line for line in evidence.split("\n") if line.startswith("Classic expansions (prf): ")]
+    assert [line.split(": ", 1)[1].split("; ") for line in classic] == ([expansions] if expansions else [])
+    for line in evidence.split("\n"):
+        if "(products)" in line or "(weight)" in line:
+            for item in line.split(": ", 1)[1].split("; no match")[0].split(", "):
+                assert item == "(none)" or re.fullmatch(r"\S.* \([\d.]+\)", item), line
 
 
 def test_feedback_evidence_without_a_product_word_has_no_core(env: LeserEnv) -> None:
