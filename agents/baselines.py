@@ -156,7 +156,8 @@ class PseudoRelevanceFeedbackAgent(Agent):
     """Pseudo-relevance feedback: expand with the terms that set the engine's top results apart.
 
     For each query, ``leser_env.feedback`` gives the feedback products, the Bo1 (or RM3) term
-    weights, the anchor (the product noun) and the words to write; this agent composes them:
+    weights, the anchor (the product noun) and the words to write, and composes the expansions
+    this agent sends (``PseudoRelevanceFeedback.expansions``, which the observation's evidence shows too):
     each of the strongest feedback terms with the anchor, plus query terms while the expansion
     still matches ``min_results`` products conjunctively, at most ``max_terms`` words (measured:
     more query words keep relevance but add less coverage). With RM3 the query's own weight

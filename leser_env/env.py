@@ -47,16 +47,20 @@ class LeserEnv(gym.Env):
     - ``partial_match``: 1 when conjunctive matching finds nothing and the context falls back to
       products matching some of the query's words (they are then not what the query retrieves).
     - ``evidence`` (``feedback_evidence=True``, the default; empty otherwise): what a classic PRF
-      method reads off the top products (``leser_env.feedback``), up to five lines:
-      ``Feedback terms (weight): lumbar 21.3, ergonomic 12.0, ...`` (the strongest Bo1 terms of
-      the top-10 products' titles, categories and attributes, query words and the product word
-      left out), ``Query words the catalog matches (products): chair 412, back 37; no match:
+      method reads off the top products (``leser_env.feedback``), up to six lines, every number in
+      parentheses after its word (so a count never reads as a word such as ``52x84``):
+      ``Feedback terms (weight): lumbar (21.3), ergonomic (12.0), ...`` (the strongest Bo1 terms
+      of the top-10 products' titles, categories and attributes, query words and the product word
+      left out), ``Query words the catalog matches (products): chair (412), back (37); no match:
       pian`` (each query word searched alone), ``Product word: chair`` (the word most of
       those products' titles share, the noun a PRF expansion is built around), ``Words that
-      match together (products): back chair 37`` (the product word with the query word most of
-      those titles share that matches together with it, when one does) and ``Feedback terms
-      with them (products): lumbar 21, ergonomic 30, ...`` (each feedback term searched with
-      those words: 0 means the combination matches nothing).
+      match together (products): back chair (37)`` (the product word with the query word most of
+      those titles share that matches together with it, when one does), ``Feedback terms
+      with them (products): lumbar (21), ergonomic (30), ...`` (each feedback term searched with
+      those words: 0 means the combination matches nothing) and ``Classic expansions (prf):
+      lumbar back chair; ergonomic back chair; ...`` (exactly what the prf baseline sends,
+      composed from the lines above). A policy can start from the classic expansions and improve
+      on them; ``feedback_evidence=False`` shows none of this.
 
     ## Action space
     ``Text``: the policy's raw completion,

@@ -1,8 +1,9 @@
 """Pseudo-relevance feedback: the term statistics a classic PRF method reads off the engine's top products.
 
-One implementation, used twice: the ``prf`` baseline composes its expansions from it, and the
-environment shows the same evidence in the observation (``LeserEnv(feedback_evidence=True)``),
-so a small policy can learn from what it reads what the heuristic computes.
+One implementation, used twice: the ``prf`` baseline sends the expansions composed here
+(``PseudoRelevanceFeedback.expansions``), and the environment shows the same evidence, those
+expansions included, in the observation (``LeserEnv(feedback_evidence=True)``), so a small policy
+can start from what the heuristic computes and learn where to improve on it.
 
 For a query:
 1. feedback: the top ``feedback_docs`` products, conjunctive matching first, topped up with
@@ -15,7 +16,9 @@ For a query:
 3. the anchor: the query term most feedback titles share (usually the product noun), or, when no
    title holds a query term, the title term most feedback products share;
 4. surface forms: stems are written back as the word the feedback products most often use
-   ("ergonomic", not "ergonom"), query terms as the shopper wrote them.
+   ("ergonomic", not "ergonom"), query terms as the shopper wrote them;
+5. expansions: each of the strongest feedback terms with the anchor, plus query terms while the
+   expansion still matches products conjunctively (short queries a conjunctive engine answers).
 """
 
 from __future__ import annotations
