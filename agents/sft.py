@@ -21,9 +21,9 @@ How the targets are made, and why they do not leak:
   learnt the kept ones and dropped the rest (its lists were shorter than prf's and scored less);
   two edits reach +1.53 with 4.5 expansions, most of them prf's, which the policy can compose
   from the evidence. The target writes the set in the candidates' order (prf's first, in the
-  order of the evidence's "Classic expansions (prf)" line), which the policy can read off its input. Where no set is worth more than 0,
-  the target is the query itself (a valid action worth exactly 0), so the policy learns the
-  format anyway.
+  order of the evidence's "Classic expansions (prf)" line), which the policy can read off its
+  input. Where no set is worth more than 0, the target is the query itself (a valid action worth
+  exactly 0), so the policy learns the format anyway.
 - The target is written in the action format with a one-sentence think block naming one
   phrase (a list there taught the model to loop inside the think block).
 Validation and test queries are never read here; ``format_valid_rate`` measures the paper's

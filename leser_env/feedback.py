@@ -150,7 +150,7 @@ class Evidence:
     core: tuple[str, ...] = ()  # the product word and the query word most shared with it that matches with it
     core_count: int = 0  # products matching every word of ``core``
     with_core: tuple[int, ...] = ()  # per feedback term: products matching it and every word of ``core``
-    expansions: tuple[str, ...] = ()  # what prf composes from all of the above (``compose``), strongest first
+    expansions: tuple[str, ...] = ()  # what prf sends, composed from the above (``PseudoRelevanceFeedback.expansions``)
 
     def render(self) -> str:
         """Short lines: the feedback terms with weights, the query words' match counts, the product word,
