@@ -156,6 +156,12 @@ def improve_expansion_set(
     it beats the current set's, for at most ``max_edits`` rounds (no limit when None;
     ``max_expansions`` from an empty start).
 
+    Ties go to the edit of the later expansion, so an earlier (for prf, stronger) one is kept when
+    dropping either gains the same: expansions that retrieve the same products tie often, and
+    breaking ties toward the first made the targets drop prf's first expansion in 50 of 80 train
+    queries (25 with ties to the later, the targets' reward unchanged), which the policy learnt
+    as a habit.
+
     Returns an empty list when no set reached is worth more than 0 (the query alone).
     """
     chosen = list(dict.fromkeys(start))[:max_expansions]
@@ -163,8 +169,9 @@ def improve_expansion_set(
     rounds = max_expansions if not chosen else max_edits
     for _ in itertools.count() if rounds is None else range(rounds):
         unused = [phrase for phrase in candidates if phrase not in chosen]
-        neighbours = [chosen[:i] + chosen[i + 1 :] for i in range(len(chosen))] if len(chosen) > 1 else []
-        neighbours += [[*chosen[:i], phrase, *chosen[i + 1 :]] for i in range(len(chosen)) for phrase in unused]
+        last_first = range(len(chosen) - 1, -1, -1)  # np.argmax takes the first best: ties go to the later
+        neighbours = [chosen[:i] + chosen[i + 1 :] for i in last_first] if len(chosen) > 1 else []
+        neighbours += [[*chosen[:i], phrase, *chosen[i + 1 :]] for i in last_first for phrase in unused]
         if len(chosen) < max_expansions:
             neighbours += [[*chosen, phrase] for phrase in unused]
         if not neighbours:

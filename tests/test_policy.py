@@ -359,6 +359,24 @@ def test_sft_target_search_stays_within_its_edits_of_prf() -> None:
         assert env.score_group(query, [chosen])[0][0] >= env.score_group(query, [start])[0][0]
 
 
+COVERS = {"a": {1, 2}, "b": {1, 2}, "c": {1, 2}, "d": {3}}  # a, b and c retrieve the same products
+
+
+class CoverageScorer:
+    """A scorer with exact ties: products covered minus 0.1 an expansion."""
+
+    def score_group(self, query: str, actions: list[list[str]]) -> tuple[np.ndarray, list[dict]]:
+        rewards = [len(set().union(*(COVERS[p] for p in action))) - 0.1 * len(action) for action in actions]
+        return np.array(rewards), [{} for _ in actions]
+
+
+def test_sft_target_search_keeps_the_earlier_expansion_when_edits_tie() -> None:
+    """Dropping a, b or c gains the same; the search drops from the end, so prf's strongest stays."""
+    start = ["a", "b", "c", "d"]
+    assert sft.improve_expansion_set(CoverageScorer(), "q", start, 5, start=start, max_edits=1) == ["a", "b", "d"]
+    assert sft.improve_expansion_set(CoverageScorer(), "q", start, 5, start=start, max_edits=2) == ["a", "d"]
+
+
 def test_sft_lowers_the_loss_on_its_examples(tiny_policy, tmp_path: Path) -> None:
     env = LeserEnv(catalog="synthetic", split="train")
     examples = sft.build_examples(env, count=8)
