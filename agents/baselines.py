@@ -221,7 +221,6 @@ class PseudoRelevanceFeedbackAgent(Agent):
             return [], "prf: no feedback products; the query itself"
         composed = self.prf.expansions(feedback, self.max_expansions, self.max_terms, self.min_results)
         texts = list({text.casefold(): text for text in map(fit_expansion, composed) if text}.values())
-        terms = self.prf.statistics.terms
-        top = ", ".join(feedback.spelling.get(terms[c], terms[c]) for c in feedback.candidates[:3]) or "none"
+        top = ", ".join(self.prf.written(feedback, [c]) for c in feedback.candidates[:3]) or "none"
         think = f"prf ({self.method}, {len(feedback.rows)} feedback products): top terms {top}"
         return texts, think if texts else think + "; none matched, the query itself"

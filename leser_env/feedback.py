@@ -245,10 +245,9 @@ class PseudoRelevanceFeedback:
         the core (the anchor with the query word most feedback titles share that still matches with it)
         with each top term's conjunctive match count against it."""
         analysed = self.analyse(query)
-        stats = self.statistics
 
         def word(column: int) -> str:
-            return analysed.spelling.get(stats.terms[column], stats.terms[column])
+            return self.written(analysed, [column])
 
         terms: list[tuple[str, float]] = []
         if analysed.terms is not None:
@@ -288,7 +287,6 @@ class PseudoRelevanceFeedback:
         """
         if analysed.terms is None:
             return []
-        terms = self.statistics.terms
         anchor = analysed.anchor
         others = self.other_query_terms(analysed)
         texts: dict[str, str] = {}
@@ -306,10 +304,14 @@ class PseudoRelevanceFeedback:
                     chosen.append(column)
             if frozenset(chosen) not in seen:
                 seen.add(frozenset(chosen))
-                written = (candidate, *written_order(chosen[1:], analysed.query_columns))
-                text = " ".join(analysed.spelling.get(terms[c], terms[c]) for c in written)
+                text = self.written(analysed, [candidate, *written_order(chosen[1:], analysed.query_columns)])
                 texts.setdefault(text.casefold(), text)
         return list(texts.values())
+
+    def written(self, analysed: Feedback, columns: Sequence[int]) -> str:
+        """Index-term columns as the words to write: the feedback's surface forms, space-separated."""
+        terms = self.statistics.terms
+        return " ".join(analysed.spelling.get(terms[c], terms[c]) for c in columns)
 
     def core(self, analysed: Feedback) -> list[int]:
         """The anchor and the query term most feedback titles share that matches together with it (if any),
