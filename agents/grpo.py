@@ -36,6 +36,7 @@ import torch
 from rich.progress import Progress
 
 from agents.base import register
+from agents.config_ranges import NON_NEGATIVE, POSITIVE, at_least, check_ranges
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
 from agents.training import (
@@ -73,6 +74,16 @@ class GRPOConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                **dict.fromkeys(("max_steps", "queries_per_step", "max_completion_length", "num_iterations"), POSITIVE),
+                **dict.fromkeys(("micro_batch", "save_steps", "temperature", "learning_rate"), POSITIVE),
+                **dict.fromkeys(("epsilon", "max_grad_norm"), POSITIVE),
+                "num_generations": at_least(2),  # one completion per query has no group to compare with
+                "beta": NON_NEGATIVE,
+            },
+        )
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, not {self.loss_type!r}")
         if self.scale_rewards not in SCALE_REWARDS:

@@ -29,6 +29,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import StaticCache
 from transformers.cache_utils import DynamicCache, DynamicLayer, StaticLayer
 
+from agents.config_ranges import POSITIVE, Range, check_ranges
 from agents.lora import ATTENTION_PROJECTIONS, lora_targets
 from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
 from catalogs.storage import recover_directory, replace_directory, staging_directory, write_json_atomically
@@ -57,6 +58,17 @@ class PolicyConfig:
     # relative to the saved policy: a run started from a warmed-up policy keeps that policy as its
     # frozen base, so the KL reference (the adapter disabled) is the warmed-up policy.
     frozen_adapters: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                **dict.fromkeys(("lora_rank", "lora_alpha", "max_prompt_tokens", "max_new_tokens"), POSITIVE),
+                "temperature": POSITIVE,
+                "lora_dropout": Range(0.0, 1.0, closed_high=False),
+                "top_p": Range(0.0, 1.0, closed_low=False),
+            },
+        )
 
 
 @dataclass

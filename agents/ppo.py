@@ -28,6 +28,7 @@ import torch
 from rich.progress import Progress
 
 from agents.base import register
+from agents.config_ranges import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check_ranges
 from agents.grpo import draw_queries
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
@@ -63,6 +64,18 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     save_steps: int = 5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                **dict.fromkeys(("max_steps", "queries_per_step", "response_length", "num_ppo_epochs"), POSITIVE),
+                **dict.fromkeys(("micro_batch", "save_steps", "temperature", "learning_rate"), POSITIVE),
+                **dict.fromkeys(("value_learning_rate", "cliprange", "cliprange_value", "max_grad_norm"), POSITIVE),
+                **dict.fromkeys(("vf_coef", "kl_coef"), NON_NEGATIVE),
+                **dict.fromkeys(("gamma", "lam"), UNIT_INTERVAL),
+            },
+        )
 
 
 class ValueHead(torch.nn.Module):

@@ -50,6 +50,7 @@ from rich.progress import track
 
 from agents.base import register
 from agents.baselines import PseudoRelevanceFeedbackAgent
+from agents.config_ranges import NON_NEGATIVE, POSITIVE, check_ranges
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig
 from agents.training import RunLog, has_checkpoint, load_checkpoint, register_trainer, save_checkpoint, start_policy
@@ -77,6 +78,16 @@ class SFTConfig:
     max_edits: int = 2  # edits from prf's expansions the target search may make (see the module docstring)
     save_steps: int = 25  # optimizer steps
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                **dict.fromkeys(("examples", "max_steps", "num_train_epochs", "per_device_train_batch_size"), POSITIVE),
+                **dict.fromkeys(("learning_rate", "max_expansions", "candidates_per_query", "save_steps"), POSITIVE),
+                "max_edits": NON_NEGATIVE,
+            },
+        )
 
 
 def build_examples(

@@ -37,6 +37,7 @@ from leser_env.resources import engine_for
 from leser_env.search import SearchEngine, normalize_text
 
 MAX_CACHED_WORDS = 500_000  # word -> index term entries kept per catalog
+MAX_QUERY_TERMS = 16  # query terms looked at (counts, expansions, core): a pasted paragraph costs bounded work
 MAX_WORD_CHARS = 30  # longer "words" (part numbers, URLs, run-together text) are noise as expansion material
 _WORDS = re.compile(r"[^\W_]+")  # runs of letters and digits: how the engine's simple tokenizer splits
 
@@ -256,7 +257,7 @@ class PseudoRelevanceFeedback:
                 terms.append((word(column), float(analysed.terms.weights[position])))
         query_words = [
             (analysed.query_spelling.get(term, term), self.engine.search_terms_many([(term,)], 0, "and")[0].total)
-            for term in self.engine.analyze(query)[:16]
+            for term in self.engine.analyze(query)[:MAX_QUERY_TERMS]
         ]
         anchor = None if analysed.anchor is None else word(analysed.anchor)
         expansions = tuple(self.expansions(analysed))
@@ -297,7 +298,7 @@ class PseudoRelevanceFeedback:
             chosen = [candidate] if anchor is None else [candidate, anchor]
             if self.matches([chosen])[0] < min_results:
                 continue
-            for column in others[:16]:
+            for column in others[:MAX_QUERY_TERMS]:
                 if len(chosen) >= max_terms:
                     break
                 if self.matches([[*chosen, column]])[0] >= min_results:
@@ -319,7 +320,7 @@ class PseudoRelevanceFeedback:
         if analysed.anchor is None or analysed.terms is None:
             return []
         chosen = [analysed.anchor]
-        for column in self.other_query_terms(analysed)[:16]:
+        for column in self.other_query_terms(analysed)[:MAX_QUERY_TERMS]:
             if self.matches([[analysed.anchor, column]])[0] >= 1:
                 chosen.append(column)
                 break

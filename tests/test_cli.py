@@ -219,6 +219,8 @@ def test_train_sets_any_config_field_for_every_agent(
         ("beta=nan", "--set beta=nan: expected float"),
         ("learning_rate=inf", "--set learning_rate=inf: expected float"),
         ("loss_type=mean", "loss_type must be one of grpo, dapo, dr_grpo"),
+        ("num_generations=1", "GRPOConfig.num_generations must be an integer >= 2, got 1"),
+        ("learning_rate=-1", "GRPOConfig.learning_rate must be a finite number > 0, got -1.0"),
         ("beta", "--set takes FIELD=VALUE"),
     ],
 )

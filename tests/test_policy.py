@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,6 +182,29 @@ def test_token_aggregation_weighs_every_token_alike_and_sequence_aggregation_doe
         grpo.GRPOConfig(loss_type="mean")
     with pytest.raises(ValueError, match="scale_rewards"):
         grpo.GRPOConfig(scale_rewards=True)
+
+
+@pytest.mark.parametrize(
+    ("config_class", "setting", "message"),
+    [
+        (grpo.GRPOConfig, {"num_generations": 1}, "GRPOConfig.num_generations must be an integer >= 2, got 1"),
+        (grpo.GRPOConfig, {"max_steps": 2.0}, "GRPOConfig.max_steps must be an integer > 0, got 2.0"),
+        (grpo.GRPOConfig, {"beta": -0.1}, "GRPOConfig.beta must be a finite number >= 0, got -0.1"),
+        (ppo.PPOConfig, {"gamma": 1.5}, "PPOConfig.gamma must be a finite number in [0, 1], got 1.5"),
+        (ppo.PPOConfig, {"learning_rate": float("nan")}, "PPOConfig.learning_rate must be a finite number > 0"),
+        (sft.SFTConfig, {"per_device_train_batch_size": 0}, "SFTConfig.per_device_train_batch_size must be an"),
+        (sft.SFTConfig, {"max_steps": 0}, "SFTConfig.max_steps must be an integer > 0, got 0"),
+        (sft.SFTConfig, {"max_edits": -1}, "SFTConfig.max_edits must be an integer >= 0, got -1"),
+        (PolicyConfig, {"top_p": 0.0}, "PolicyConfig.top_p must be a finite number in (0, 1], got 0.0"),
+        (PolicyConfig, {"lora_dropout": 1.0}, "PolicyConfig.lora_dropout must be a finite number in [0, 1)"),
+        (PolicyConfig, {"lora_rank": True}, "PolicyConfig.lora_rank must be an integer > 0, got True"),
+    ],
+)
+def test_configs_refuse_values_outside_their_ranges(config_class: type, setting: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config_class(**setting)
+    config_class()  # the defaults hold
+    assert sft.SFTConfig(max_steps=None).max_steps is None  # None: the example count decides
 
 
 @pytest.mark.parametrize("aggregation", grpo.LOSS_TYPES)
