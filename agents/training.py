@@ -7,9 +7,9 @@ init=None, policy_config=None, progress=True) -> dict`` registered with its conf
 the same way (``configure`` turns the ``--set`` strings into the config's field types).
 
 A run directory holds ``policy/`` (the peft adapter and policy config), ``optimizer.pt``,
-``rng.pt`` (torch and numpy generator states), ``trainer_state.json`` (step, config, log and the
-content digest of every checkpoint file), ``log.jsonl`` and, at the end,
-``learning_curve.png``. ``--resume`` continues from the last complete checkpoint.
+``rng.pt`` (the generator states of torch's CPU, of each GPU, and of numpy), ``trainer_state.json``
+(step, config, log and the content digest of every checkpoint file), ``log.jsonl`` and, at the
+end, ``learning_curve.png``. ``--resume`` continues from the last complete checkpoint.
 
 A checkpoint survives a kill at any instant. Saving step N writes every file under a staged
 name (``.policy.step-N``, ``.optimizer.pt.step-N``, ``.rng.pt.step-N``), then commits by
@@ -237,7 +237,11 @@ def save_checkpoint(
     policy.save(_staged(out, POLICY_DIR, step))
     with atomic_file(_staged(out, "optimizer.pt", step), "wb") as stream:
         torch.save({"optimizer": optimizer.state_dict(), **(extra or {})}, stream)
-    rng = {"torch": torch.get_rng_state(), "numpy": generator.bit_generator.state if generator is not None else None}
+    rng = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,  # one state per GPU
+        "numpy": generator.bit_generator.state if generator is not None else None,
+    }
     with atomic_file(_staged(out, "rng.pt", step), "wb") as stream:
         torch.save(rng, stream)
     files = {f"{POLICY_DIR}/{name}": digest for name, digest in tree_digests(_staged(out, POLICY_DIR, step)).items()}
@@ -275,6 +279,10 @@ def load_checkpoint(
     rng = _torch_load(out / "rng.pt")
     try:
         torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():  # a run resumed on other hardware restores what fits
+            states = list(rng["cuda"])[: torch.cuda.device_count()]
+            for device, cuda_state in enumerate(states):
+                torch.cuda.set_rng_state(cuda_state, device)
         if generator is not None and rng.get("numpy") is not None:
             generator.bit_generator.state = rng["numpy"]
     except (KeyError, ValueError, TypeError, RuntimeError) as error:

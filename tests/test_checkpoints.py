@@ -208,3 +208,36 @@ def test_a_kill_between_the_policy_swaps_keeps_the_checkpoint(tiny_policy, finis
     result = resume(tiny_policy, finished_run)
     assert [r["step"] for r in result["log"]] == [1, 2]
     assert training.read_state(finished_run)["step"] == 2
+
+
+def test_each_gpus_random_state_is_saved_and_restored(tiny_policy, tmp_path: Path) -> None:
+    """Resuming on GPUs continues each device's sampling stream (the CUDA calls are recorded here; a
+    checkpoint written without GPUs, or by an older version without the entry, still loads)."""
+    policy = tiny_policy()
+    optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=1e-3)
+
+    def save(run: Path) -> None:
+        run.mkdir(exist_ok=True)
+        log = RunLog(run, [{"step": 1}])
+        save_checkpoint(run, policy, optimizer, 1, {}, log)
+        log.close()
+
+    saved = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
+    restored: dict[int, torch.Tensor] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: True)
+        patch.setattr(torch.cuda, "device_count", lambda: 2)
+        patch.setattr(torch.cuda, "get_rng_state_all", lambda: [state.clone() for state in saved])
+        patch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.__setitem__(device, state))
+        save(tmp_path / "gpus")
+        load_checkpoint(tmp_path / "gpus", optimizer)
+        assert sorted(restored) == [0, 1] and all(torch.equal(restored[d], saved[d]) for d in (0, 1))
+        restored.clear()
+        patch.setattr(torch.cuda, "device_count", lambda: 1)  # resumed on a machine with fewer GPUs
+        load_checkpoint(tmp_path / "gpus", optimizer)
+        assert list(restored) == [0]
+    save(tmp_path / "cpu")
+    restored.clear()
+    assert torch.load(tmp_path / "cpu" / "rng.pt", weights_only=True)["cuda"] is None
+    load_checkpoint(tmp_path / "cpu", optimizer)  # nothing of CUDA to restore, and no call made
+    assert not restored
