@@ -4,7 +4,7 @@
                                   [--loss-type dr_grpo] [--limit 100] [--engine-check]
 
 On a 2-core CPU a warm-up step takes about 11 s and a GRPO step about 32 s (16 completions); the
-defaults take about an hour, `make run`'s settings about 20 minutes. Every stage shows progress,
+defaults take about an hour, `make run`'s settings about 22 minutes. Every stage shows progress,
 checkpoints atomically, and is resumed by running the script again with the same --out.
 The same as `leser train --agent sft ...`, `leser train --agent grpo --init ...` and `leser compare`.
 """
