@@ -35,10 +35,6 @@ NON_NEGATIVE = Range(0.0)
 UNIT_INTERVAL = Range(0.0, 1.0)
 
 
-def at_least(low: float) -> Range:
-    return Range(low)
-
-
 def check_ranges(config: object, ranges: Mapping[str, Range]) -> None:
     """Raise ``ValueError`` naming the first field outside its range. A field annotated ``int`` must
     hold an int (not a bool or a float); ``None`` passes where the annotation allows it; NaN and

@@ -36,7 +36,7 @@ import torch
 from rich.progress import Progress
 
 from agents.base import register
-from agents.config_ranges import NON_NEGATIVE, POSITIVE, at_least, check_ranges
+from agents.config_ranges import NON_NEGATIVE, POSITIVE, Range, check_ranges
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
 from agents.training import (
@@ -77,10 +77,22 @@ class GRPOConfig:
         check_ranges(
             self,
             {
-                **dict.fromkeys(("max_steps", "queries_per_step", "max_completion_length", "num_iterations"), POSITIVE),
-                **dict.fromkeys(("micro_batch", "save_steps", "temperature", "learning_rate"), POSITIVE),
-                **dict.fromkeys(("epsilon", "max_grad_norm"), POSITIVE),
-                "num_generations": at_least(2),  # one completion per query has no group to compare with
+                **dict.fromkeys(
+                    (
+                        "max_steps",
+                        "queries_per_step",
+                        "max_completion_length",
+                        "num_iterations",
+                        "micro_batch",
+                        "save_steps",
+                        "temperature",
+                        "learning_rate",
+                        "epsilon",
+                        "max_grad_norm",
+                    ),
+                    POSITIVE,
+                ),
+                "num_generations": Range(2),  # one completion per query has no group to compare with
                 "beta": NON_NEGATIVE,
             },
         )

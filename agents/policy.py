@@ -63,8 +63,9 @@ class PolicyConfig:
         check_ranges(
             self,
             {
-                **dict.fromkeys(("lora_rank", "lora_alpha", "max_prompt_tokens", "max_new_tokens"), POSITIVE),
-                "temperature": POSITIVE,
+                **dict.fromkeys(
+                    ("lora_rank", "lora_alpha", "max_prompt_tokens", "max_new_tokens", "temperature"), POSITIVE
+                ),
                 "lora_dropout": Range(0.0, 1.0, closed_high=False),
                 "top_p": Range(0.0, 1.0, closed_low=False),
             },

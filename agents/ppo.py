@@ -69,9 +69,23 @@ class PPOConfig:
         check_ranges(
             self,
             {
-                **dict.fromkeys(("max_steps", "queries_per_step", "response_length", "num_ppo_epochs"), POSITIVE),
-                **dict.fromkeys(("micro_batch", "save_steps", "temperature", "learning_rate"), POSITIVE),
-                **dict.fromkeys(("value_learning_rate", "cliprange", "cliprange_value", "max_grad_norm"), POSITIVE),
+                **dict.fromkeys(
+                    (
+                        "max_steps",
+                        "queries_per_step",
+                        "response_length",
+                        "num_ppo_epochs",
+                        "micro_batch",
+                        "save_steps",
+                        "temperature",
+                        "learning_rate",
+                        "value_learning_rate",
+                        "cliprange",
+                        "cliprange_value",
+                        "max_grad_norm",
+                    ),
+                    POSITIVE,
+                ),
                 **dict.fromkeys(("vf_coef", "kl_coef"), NON_NEGATIVE),
                 **dict.fromkeys(("gamma", "lam"), UNIT_INTERVAL),
             },

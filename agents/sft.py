@@ -83,8 +83,19 @@ class SFTConfig:
         check_ranges(
             self,
             {
-                **dict.fromkeys(("examples", "max_steps", "num_train_epochs", "per_device_train_batch_size"), POSITIVE),
-                **dict.fromkeys(("learning_rate", "max_expansions", "candidates_per_query", "save_steps"), POSITIVE),
+                **dict.fromkeys(
+                    (
+                        "examples",
+                        "max_steps",
+                        "num_train_epochs",
+                        "per_device_train_batch_size",
+                        "learning_rate",
+                        "max_expansions",
+                        "candidates_per_query",
+                        "save_steps",
+                    ),
+                    POSITIVE,
+                ),
                 "max_edits": NON_NEGATIVE,
             },
         )
