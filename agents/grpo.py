@@ -1,8 +1,10 @@
 """GRPO for LESER, as published: groups of completions scored by the search engine, no critic.
 
 Per optimizer step:
-1. sample ``queries_per_step`` train queries; for each, ``num_generations`` (N=4) completions at
-   temperature 0.9, with the log-probabilities of their tokens at sampling time;
+1. sample ``queries_per_step`` train queries (with ``skip_warm_up_queries``, only those the
+   warm-up it started from learnt no target for: ``agents.training.rl_query_ids``); for each,
+   ``num_generations`` (N=4) completions at temperature 0.9, with the log-probabilities of their
+   tokens at sampling time;
 2. score each group with the environment (``LeserEnv.score_group``): shared expansions are
    searched and judged once (train with ``LeserEnv(engine_check=True)`` to score completions
    without the expansions that match nothing, as a search system would serve them);
@@ -72,6 +74,9 @@ class GRPOConfig:
     max_grad_norm: float = 1.0
     save_steps: int = 5
     seed: int = 0
+    # Started from a warm-up (--init): draw only train queries it learnt no target for. Off by
+    # default: measured level with drawing from all of them (see the README's Results).
+    skip_warm_up_queries: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -151,14 +156,18 @@ def grpo_loss(
     return loss, {"kl": float(torch.stack(kls).mean()), "clip_fraction": clipped / max(tokens, 1)}
 
 
-def draw_queries(env: LeserEnv, count: int) -> list[str]:
-    """``count`` train query ids drawn with the environment's generator (seeded and checkpointed)."""
-    return [env.query_ids[int(index)] for index in env.np_random.integers(len(env.query_ids), size=count)]
+def draw_queries(env: LeserEnv, count: int, query_ids: Sequence[str] | None = None) -> list[str]:
+    """``count`` of ``query_ids`` (default: all the environment's) drawn with the environment's
+    generator (seeded and checkpointed)."""
+    pool = env.query_ids if query_ids is None else query_ids
+    return [pool[int(index)] for index in env.np_random.integers(len(pool), size=count)]
 
 
-def collect(policy: LLMPolicy, env: LeserEnv, config: GRPOConfig) -> tuple[Samples, np.ndarray, list[dict[str, Any]]]:
-    """Sample groups for fresh train queries and score each group with the environment."""
-    query_ids = draw_queries(env, config.queries_per_step)
+def collect(
+    policy: LLMPolicy, env: LeserEnv, config: GRPOConfig, query_ids: Sequence[str] | None = None
+) -> tuple[Samples, np.ndarray, list[dict[str, Any]]]:
+    """Sample groups for train queries drawn from ``query_ids`` and score each group with the environment."""
+    query_ids = draw_queries(env, config.queries_per_step, query_ids)
     observations = [env.observe(query_id)[0] for query_id in query_ids]
     samples = policy.sample(
         observations,
@@ -237,9 +246,16 @@ def update(
 
 
 def train(
-    policy: LLMPolicy, env: LeserEnv, config: GRPOConfig, out: str | Path, resume: bool = False, progress: bool = True
+    policy: LLMPolicy,
+    env: LeserEnv,
+    config: GRPOConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    query_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The GRPO loop with logging, atomic checkpoints and resume (see ``agents.training``)."""
+    """The GRPO loop with logging, atomic checkpoints and resume (see ``agents.training``), on
+    train queries drawn from ``query_ids`` (default: all of ``env``'s)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -252,7 +268,7 @@ def train(
     with Progress(disable=not progress) as bar:
         task = bar.add_task("GRPO", total=config.max_steps, completed=start)
         for step in range(start, config.max_steps):
-            samples, rewards, infos = collect(policy, env, config)
+            samples, rewards, infos = collect(policy, env, config, query_ids)
             advantages = group_advantages(rewards, config.scale_rewards)
             stats = update(policy, optimizer, samples, advantages, config)
             record = {

@@ -1,8 +1,9 @@
 """PPO for LESER: the same LLM policy, a value head, per-token KL-shaped rewards and GAE.
 
 Per optimizer step:
-1. sample one completion per query for ``queries_per_step`` train queries (temperature 0.9);
-   score each with the environment (one step = one episode);
+1. sample one completion per query for ``queries_per_step`` train queries (temperature 0.9;
+   drawn as GRPO draws them, ``skip_warm_up_queries`` included); score each with the
+   environment (one step = one episode);
 2. one no-grad pass gives, per completion token, the value estimate (a linear value head on the
    policy's last hidden state) and the reference log-probability (adapter disabled);
 3. per-token rewards: -kl_coef * (log pi - log pi_ref) at every token, plus the environment's
@@ -19,6 +20,7 @@ time of every step. Its gradient reaches the LoRA weights too, as in the usual R
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,9 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     save_steps: int = 5
     seed: int = 0
+    # Started from a warm-up (--init): draw only train queries it learnt no target for. Off by
+    # default: measured level with drawing from all of them (see the README's Results).
+    skip_warm_up_queries: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -148,10 +153,15 @@ def ppo_losses(
 
 
 def collect(
-    policy: LLMPolicy, value_head: ValueHead, env: LeserEnv, config: PPOConfig
+    policy: LLMPolicy,
+    value_head: ValueHead,
+    env: LeserEnv,
+    config: PPOConfig,
+    query_ids: Sequence[str] | None = None,
 ) -> tuple[Samples, np.ndarray, list[dict[str, Any]], dict[str, list[torch.Tensor]]]:
-    """Sample, score, and compute per-token values, reference log-probs, advantages and returns."""
-    query_ids = draw_queries(env, config.queries_per_step)
+    """Sample (train queries drawn from ``query_ids``), score, and compute per-token values,
+    reference log-probs, advantages and returns."""
+    query_ids = draw_queries(env, config.queries_per_step, query_ids)
     observations = [env.observe(query_id)[0] for query_id in query_ids]
     samples = policy.sample(observations, n=1, temperature=config.temperature, max_new_tokens=config.response_length)
     rewards, infos = [], []
@@ -228,9 +238,15 @@ def update(
 
 
 def train(
-    policy: LLMPolicy, env: LeserEnv, config: PPOConfig, out: str | Path, resume: bool = False, progress: bool = True
+    policy: LLMPolicy,
+    env: LeserEnv,
+    config: PPOConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    query_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The PPO loop, with the same logging, atomic checkpoints and resume as GRPO."""
+    """The PPO loop, with the same logging, atomic checkpoints, resume and query draws as GRPO."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -250,7 +266,7 @@ def train(
     with Progress(disable=not progress) as bar:
         task = bar.add_task("PPO", total=config.max_steps, completed=start)
         for step in range(start, config.max_steps):
-            samples, rewards, infos, batch = collect(policy, value_head, env, config)
+            samples, rewards, infos, batch = collect(policy, value_head, env, config, query_ids)
             stats = update(policy, value_head, optimizer, samples, batch, config)
             record = {
                 "step": step + 1,

@@ -115,10 +115,8 @@ def build_examples(
     catalog = env.catalog
     engine = engine_for(env.catalog_spec, env.data_dir)
     feedback = PseudoRelevanceFeedbackAgent(env.catalog_spec, env.data_dir)
-    query_ids = [qid for qid in env.query_ids if catalog.relevant(qid)]
-    random.Random(seed).shuffle(query_ids)
     examples = []
-    for query_id in query_ids[:count]:
+    for query_id in warm_up_query_ids(env, count, seed):
         observation, _ = env.observe(query_id)
         query = observation["query"]
         shown = set(WORD.findall(f"{query} {observation['context']} {observation['evidence']}".lower()))
@@ -153,6 +151,26 @@ def build_examples(
             think = "The query already uses the catalog's words."
         examples.append({"query_id": query_id, "observation": observation, "target": encode_action(chosen, think)})
     return examples
+
+
+def warm_up_query_ids(env: LeserEnv, count: int, seed: int = 0) -> list[str]:
+    """The train queries a warm-up of ``count`` examples learns targets for: labelled ones, in a
+    seeded random order."""
+    query_ids = [qid for qid in env.query_ids if env.catalog.relevant(qid)]
+    random.Random(seed).shuffle(query_ids)
+    return query_ids[:count]
+
+
+def queries_learnt_by(run: str | Path, env: LeserEnv) -> list[str]:
+    """The train queries of ``env`` whose targets the warm-up in ``run`` learnt; empty when ``run``
+    is not a finished warm-up on ``env``'s catalog (an RL stage then draws from every train query)."""
+    report = read_report(run)
+    config = report.get("config")
+    if not finished(run) or report.get("catalog") != env.catalog_spec or not isinstance(config, dict):
+        return []
+    if env.split != Split.TRAIN:
+        raise ValueError("a warm-up's queries are train queries: pass the train split's environment")
+    return warm_up_query_ids(env, int(report["examples"]), int(config.get("seed", 0)))
 
 
 def grounded(engine: SearchEngine, phrase: str, shown: set[str]) -> bool:

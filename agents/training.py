@@ -9,7 +9,9 @@ the same way (``configure`` turns the ``--set`` strings into the config's field 
 A run directory holds ``policy/`` (the peft adapter and policy config), ``optimizer.pt``,
 ``rng.pt`` (the generator states of torch's CPU, of each GPU, and of numpy), ``trainer_state.json``
 (step, config, log and the content digest of every checkpoint file), ``log.jsonl`` and, at the
-end, ``learning_curve.png``. ``--resume`` continues from the last complete checkpoint.
+end, ``learning_curve.png``; an RL run also ``skipped_queries.json`` (the train queries it does
+not draw: with ``skip_warm_up_queries``, those its warm-up learnt targets for). ``--resume``
+continues from the last complete checkpoint.
 
 A checkpoint survives a kill at any instant. Saving step N writes every file under a staged
 name (``.policy.step-N``, ``.optimizer.pt.step-N``, ``.rng.pt.step-N``), then commits by
@@ -50,6 +52,7 @@ from catalogs.storage import (
 STATE_FILE = "trainer_state.json"
 POLICY_DIR = "policy"
 STATE_BLOBS = ("optimizer.pt", "rng.pt")
+SKIPPED_QUERIES_FILE = "skipped_queries.json"
 
 
 TRAINER_MODULES = ("agents.sft", "agents.grpo", "agents.ppo")
@@ -149,17 +152,51 @@ def run_rl_stage(
     progress: bool,
 ) -> dict[str, Any]:
     """What GRPO's and PPO's ``run`` share: the policy (resumed, started from ``init`` or fresh),
-    ``train`` on ``env``'s train queries, the run's agent.json, and a one-line summary."""
+    ``train`` on ``env``'s train queries (less the warm-up's if asked, see ``rl_query_ids``), the
+    run's agent.json, and a one-line summary."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     policy = policy or start_policy(out, resume, Path(init) if init else None, policy_config)
-    result = train(policy, env, config, out, resume=resume, progress=progress)
+    query_ids = rl_query_ids(env, out, resume, init, config.skip_warm_up_queries)
+    result = train(policy, env, config, out, resume=resume, progress=progress, query_ids=query_ids)
     agent_class.describe(out, env.catalog_spec, env.data_dir, engine_check=env.engine_check)
     last = result["log"][-1] if result["log"] else {}
     result["summary"] = (
-        f"{title} on {env.catalog.name}: {result['steps']} steps; last reward {last.get('reward_mean', 0):+.3f}, "
-        f"valid {last.get('valid_rate', 0):.0%}; curve: {out / 'learning_curve.png'}"
+        f"{title} on {env.catalog.name}: {result['steps']} steps drawn from {len(query_ids):,} train queries; "
+        f"last reward {last.get('reward_mean', 0):+.3f}, valid {last.get('valid_rate', 0):.0%}; "
+        f"curve: {out / 'learning_curve.png'}"
     )
     return result
+
+
+def rl_query_ids(env: Any, out: Path, resume: bool, init: str | Path | None, skip_warm_up_queries: bool) -> list[str]:
+    """The train queries an RL stage draws from: every one of ``env``'s, less those whose targets
+    the warm-up it starts from (``init``) learnt, when ``skip_warm_up_queries``.
+
+    The warm-up fitted the policy to label-derived targets on those; RL practises on queries whose
+    answer the policy has to work out, as on test queries (measured on synthetic: level with
+    drawing from every train query, within run-to-run noise). The skipped ids are written to the run
+    (``skipped_queries.json``) when it starts, and a resumed run reads them back, so it draws from
+    the same queries with or without ``init``. If the warm-up used every train query, nothing is
+    skipped.
+    """
+    from agents.sft import queries_learnt_by
+
+    file = out / SKIPPED_QUERIES_FILE
+    if resume and has_checkpoint(out) and file.is_file():
+        try:
+            skipped = set(json.loads(file.read_text())["query_ids"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{file}: not the list of skipped queries this project writes ({error}); restore it, or "
+                "delete it and resume with the same --init to write it again"
+            ) from None
+    else:
+        learnt = queries_learnt_by(init, env) if init is not None and skip_warm_up_queries else []
+        write_json_atomically(file, {"warm_up": str(init) if learnt else None, "query_ids": learnt})
+        skipped = set(learnt)
+    kept = [query_id for query_id in env.query_ids if query_id not in skipped]
+    return kept or list(env.query_ids)
 
 
 def start_policy(

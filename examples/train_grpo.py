@@ -33,6 +33,11 @@ def main() -> None:
         choices=grpo.LOSS_TYPES,
         help="GRPO's loss normalisation (TRL's names); dr_grpo does not favour short completions",
     )
+    parser.add_argument(
+        "--skip-warm-up-queries",
+        action="store_true",
+        help="GRPO draws only train queries the warm-up learnt no target for",
+    )
     parser.add_argument("--limit", type=int, default=100, help="test queries in the final comparison")
     parser.add_argument("--validation", type=int, default=40, help="validation queries for the format-valid rate")
     parser.add_argument(
@@ -58,7 +63,9 @@ def main() -> None:
 
     print(f"2/3 GRPO: {args.grpo_steps} steps from the warmed-up policy")
     grpo.run(
-        grpo.GRPOConfig(max_steps=args.grpo_steps, loss_type=args.loss_type),
+        grpo.GRPOConfig(
+            max_steps=args.grpo_steps, loss_type=args.loss_type, skip_warm_up_queries=args.skip_warm_up_queries
+        ),
         train_env,
         grpo_dir,
         resume=True,

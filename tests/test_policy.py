@@ -322,6 +322,7 @@ def test_sft_examples_come_from_train_queries_and_are_valid_actions() -> None:
     env = LeserEnv(catalog="synthetic", split="train")
     examples = sft.build_examples(env, count=40)
     assert len(examples) == 40
+    assert [example["query_id"] for example in examples] == sft.warm_up_query_ids(env, 40)  # what RL skips
     train = set(env.catalog.query_ids(Split.TRAIN))
     assert all(example["query_id"] in train for example in examples)
     parsed = [parse_action(example["target"]) for example in examples]
@@ -531,6 +532,51 @@ def test_a_killed_warm_up_resumes_without_measuring_the_untouched_model_again(
     )
     assert measured == [2, 2]  # only the rate after warm-up: the untouched model's was kept
     assert report["format_valid_before"] == before and report["steps"] == 1 and sft.finished(tmp_path)
+
+
+@pytest.mark.parametrize("stage", ["grpo", "ppo"])
+def test_rl_from_a_warm_up_draws_only_queries_it_learnt_no_target_for(
+    stage: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy_config = PolicyConfig(model=str(tiny_model_dir), max_new_tokens=4, max_prompt_tokens=256, lora_rank=4)
+    env = LeserEnv(catalog="synthetic", split="train")
+    sft.run(
+        sft.SFTConfig(examples=8, per_device_train_batch_size=8),
+        env,
+        tmp_path / "sft",
+        policy_config=policy_config,
+        validation_queries=1,
+        progress=False,
+    )
+    learnt = set(sft.warm_up_query_ids(env, 8))
+    pools: list[list[str]] = []
+    real_draw = grpo.draw_queries
+
+    def recording_draw(env, count, query_ids=None):
+        pools.append(list(query_ids))
+        return real_draw(env, count, query_ids)
+
+    monkeypatch.setattr(grpo if stage == "grpo" else ppo, "draw_queries", recording_draw)
+    module = grpo if stage == "grpo" else ppo
+    small = {"max_steps": 1, "queries_per_step": 2, "save_steps": 1, "skip_warm_up_queries": True}
+    small.update({"num_generations": 2, "max_completion_length": 4} if stage == "grpo" else {"response_length": 4})
+    config = (grpo.GRPOConfig if stage == "grpo" else ppo.PPOConfig)(**small)
+    module.run(config, env, tmp_path / "rl", init=tmp_path / "sft", progress=False)
+    assert set(pools[0]) == set(env.query_ids) - learnt and len(pools[0]) == len(env.query_ids) - 8
+    # A resumed run draws from the same queries, --init or not: it reads them from the run.
+    longer = replace(config, max_steps=2)
+    module.run(longer, env, tmp_path / "rl", resume=True, progress=False)
+    assert pools[1] == pools[0]
+    (tmp_path / "rl" / "skipped_queries.json").write_text("{truncated")
+    with pytest.raises(ValueError, match=r"skipped_queries\.json: not the list of skipped queries"):
+        module.run(replace(config, max_steps=3), env, tmp_path / "rl", resume=True, progress=False)
+    # Not asked to skip (the default), or started from something that is not a warm-up: every query.
+    assert not (grpo.GRPOConfig if stage == "grpo" else ppo.PPOConfig)().skip_warm_up_queries
+    module.run(
+        replace(config, skip_warm_up_queries=False), env, tmp_path / "all", init=tmp_path / "sft", progress=False
+    )
+    module.run(config, env, tmp_path / "fresh", policy_config=policy_config, progress=False)
+    assert pools[2] == pools[3] == list(env.query_ids)
 
 
 def test_a_new_stage_keeps_the_warmed_up_policy_as_its_kl_reference(tiny_policy, tmp_path: Path) -> None:
