@@ -38,7 +38,6 @@ import torch
 from rich.progress import Progress
 
 from agents.base import register
-from agents.config_ranges import NON_NEGATIVE, POSITIVE, Range, check_ranges
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
 from agents.training import (
@@ -51,6 +50,7 @@ from agents.training import (
     run_rl_stage,
     save_checkpoint,
 )
+from leser_env.config_ranges import NON_NEGATIVE, POSITIVE, Range, check_ranges
 from leser_env.env import LeserEnv
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")

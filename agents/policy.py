@@ -29,11 +29,11 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import StaticCache
 from transformers.cache_utils import DynamicCache, DynamicLayer, StaticLayer
 
-from agents.config_ranges import POSITIVE, Range, check_ranges
 from agents.lora import ATTENTION_PROJECTIONS, lora_targets
 from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
 from catalogs.storage import recover_directory, replace_directory, staging_directory, write_json_atomically
 from leser_env.actions import ActionLimits
+from leser_env.config_ranges import POSITIVE, Range, check_ranges
 from leser_env.prompt import fit_observation, render_messages
 
 END_OF_TURN = "<|im_end|>"

@@ -30,7 +30,6 @@ import torch
 from rich.progress import Progress
 
 from agents.base import register
-from agents.config_ranges import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check_ranges
 from agents.grpo import draw_queries
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
@@ -44,6 +43,7 @@ from agents.training import (
     run_rl_stage,
     save_checkpoint,
 )
+from leser_env.config_ranges import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check_ranges
 from leser_env.env import LeserEnv
 
 

@@ -50,13 +50,13 @@ from rich.progress import track
 
 from agents.base import register
 from agents.baselines import PseudoRelevanceFeedbackAgent
-from agents.config_ranges import NON_NEGATIVE, POSITIVE, check_ranges
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig
 from agents.training import RunLog, has_checkpoint, load_checkpoint, register_trainer, save_checkpoint, start_policy
 from catalogs import Split
 from catalogs.storage import write_json_atomically
 from leser_env.actions import encode_action, parse_action
+from leser_env.config_ranges import NON_NEGATIVE, POSITIVE, check_ranges
 from leser_env.env import LeserEnv
 from leser_env.resources import engine_for
 from leser_env.search import SearchEngine
@@ -76,6 +76,7 @@ class SFTConfig:
     max_expansions: int = 5
     candidates_per_query: int = 25
     max_edits: int = 2  # edits from prf's expansions the target search may make (see the module docstring)
+    min_edit_gain: float = 0.0  # the reward an edit must add to the target set to be made
     save_steps: int = 25  # optimizer steps
     seed: int = 0
 
@@ -97,6 +98,7 @@ class SFTConfig:
                     POSITIVE,
                 ),
                 "max_edits": NON_NEGATIVE,
+                "min_edit_gain": NON_NEGATIVE,
             },
         )
 
@@ -108,6 +110,7 @@ def build_examples(
     candidates_per_query: int = 25,
     seed: int = 0,
     max_edits: int = 2,
+    min_edit_gain: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Warm-up (observation, target action) pairs from train queries only (see the module docstring)."""
     if env.split != Split.TRAIN:
@@ -140,7 +143,8 @@ def build_examples(
         # phrases), not the order the search picked them in: the set and its reward are the same,
         # and the policy can read that order off its observation.
         chosen = sorted(
-            improve_expansion_set(env, query, candidates, max_expansions, start, max_edits), key=candidates.index
+            improve_expansion_set(env, query, candidates, max_expansions, start, max_edits, min_edit_gain),
+            key=candidates.index,
         )
         if chosen:
             # One phrase, not a list: a think block that lists phrases taught the model to keep
@@ -190,11 +194,12 @@ def improve_expansion_set(
     max_expansions: int,
     start: Sequence[str] = (),
     max_edits: int | None = None,
+    min_edit_gain: float = 0.0,
 ) -> list[str]:
     """``start`` improved one edit at a time: each round, of all the sets one edit away (drop an
     expansion, replace one with a candidate, add a candidate), the one whose reward is highest, while
-    it beats the current set's, for at most ``max_edits`` rounds (no limit when None;
-    ``max_expansions`` from an empty start).
+    it beats the current set's by more than ``min_edit_gain``, for at most ``max_edits`` rounds (no
+    limit when None; ``max_expansions`` from an empty start).
 
     Ties go to the edit of the later expansion, so an earlier (for prf, stronger) one is kept when
     dropping either gains the same: expansions that retrieve the same products tie often, and
@@ -218,7 +223,7 @@ def improve_expansion_set(
             break
         rewards, _ = env.score_group(query, neighbours)
         index = int(np.argmax(rewards))
-        if rewards[index] <= best:
+        if rewards[index] <= best + min_edit_gain:
             break
         chosen, best = neighbours[index], float(rewards[index])
     return chosen if best > 0 else []
@@ -327,7 +332,13 @@ def run(
     resuming = resume and has_checkpoint(out)
     policy = policy or start_policy(out, resuming, Path(init) if init else None, policy_config)
     examples = build_examples(
-        env, example_count(config), config.max_expansions, config.candidates_per_query, config.seed, config.max_edits
+        env,
+        example_count(config),
+        config.max_expansions,
+        config.candidates_per_query,
+        config.seed,
+        config.max_edits,
+        config.min_edit_gain,
     )
     validation_env = LeserEnv(catalog=env.catalog_spec, data_dir=env.data_dir, split="validation")
     held_out = [validation_env.observe(qid)[0] for qid in validation_env.query_ids[:validation_queries]]

@@ -26,6 +26,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/example"))
     parser.add_argument("--sft-steps", type=int, default=100)
     parser.add_argument("--sft-epochs", type=int, default=1, help="warm-up passes over its targets")
+    parser.add_argument(
+        "--min-edit-gain",
+        type=float,
+        default=0.0,
+        help="the reward an edit of prf's expansions must add to a warm-up target to be made",
+    )
     parser.add_argument("--grpo-steps", type=int, default=40)
     parser.add_argument(
         "--loss-type",
@@ -53,7 +59,7 @@ def main() -> None:
         print(f"1/3 warm-up: {args.sft_steps} steps, format-valid rate measured before and after")
         warm_up_env = LeserEnv(catalog=args.catalog, split="train")  # the warm-up imitates fixed targets
         report = sft.run(
-            sft.SFTConfig(max_steps=args.sft_steps, num_train_epochs=args.sft_epochs),
+            sft.SFTConfig(max_steps=args.sft_steps, num_train_epochs=args.sft_epochs, min_edit_gain=args.min_edit_gain),
             warm_up_env,
             sft_dir,
             resume=True,

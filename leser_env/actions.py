@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from leser_env.config_ranges import POSITIVE, check_ranges
+
 MAX_COMPLETION_CHARS = 100_000  # longer raw text is refused before any parsing
 
 
@@ -39,7 +41,10 @@ class FormatError(StrEnum):
 @dataclass(frozen=True)
 class ActionLimits:
     max_expansions: int = 5
-    max_chars: int = 100
+    max_chars: int = 100  # characters an expansion may have
+
+    def __post_init__(self) -> None:
+        check_ranges(self, dict.fromkeys(("max_expansions", "max_chars"), POSITIVE))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from leser_env.actions import ActionLimits, ParsedAction, parse_action, validate_expansions
+from leser_env.config_ranges import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Range, check_ranges
 from leser_env.relevance import RelevanceModel
 from leser_env.search import Hits, MatchMode, SearchEngine
 
@@ -61,21 +62,24 @@ class RewardConfig:
     depth: int = 100  # D: products in R(x)
     mode: MatchMode = "and"
     engine_check: bool = False  # drop the expansions that match no product before scoring
-    format_penalty: float = -2.0
+    format_penalty: float = -2.0  # below -1, the lowest reward a valid action can get
 
     def __post_init__(self) -> None:
         if self.mode not in ("and", "or"):
             raise ValueError(f"mode must be 'and' or 'or', not {self.mode!r}")
-        if not 1 <= self.rel_k <= self.depth:
-            raise ValueError(f"need 1 <= rel_k <= depth, got rel_k={self.rel_k}, depth={self.depth}")
-        for name in ("page_weight", "size_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not 0.0 <= self.relevance_threshold <= 1.0:
-            raise ValueError(f"relevance_threshold (tau) must be in [0, 1], got {self.relevance_threshold}")
-        if not self.format_penalty < -1.0:
-            raise ValueError(f"format_penalty must be below -1 (the lowest valid reward), got {self.format_penalty}")
+        check_ranges(
+            self,
+            {
+                "page_weight": NON_NEGATIVE,
+                "size_weight": NON_NEGATIVE,
+                "relevance_threshold": UNIT_INTERVAL,
+                "rel_k": POSITIVE,
+                "depth": POSITIVE,
+                "format_penalty": Range(-math.inf, -1.0, closed_high=False),  # below every valid action's reward
+            },
+        )
+        if self.rel_k > self.depth:
+            raise ValueError(f"need rel_k <= depth, got rel_k={self.rel_k}, depth={self.depth}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> RewardConfig:

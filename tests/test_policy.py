@@ -195,6 +195,7 @@ def test_token_aggregation_weighs_every_token_alike_and_sequence_aggregation_doe
         (sft.SFTConfig, {"per_device_train_batch_size": 0}, "SFTConfig.per_device_train_batch_size must be an"),
         (sft.SFTConfig, {"max_steps": 0}, "SFTConfig.max_steps must be an integer > 0, got 0"),
         (sft.SFTConfig, {"max_edits": -1}, "SFTConfig.max_edits must be an integer >= 0, got -1"),
+        (sft.SFTConfig, {"min_edit_gain": -0.1}, "SFTConfig.min_edit_gain must be a finite number >= 0, got -0.1"),
         (PolicyConfig, {"top_p": 0.0}, "PolicyConfig.top_p must be a finite number in (0, 1], got 0.0"),
         (PolicyConfig, {"lora_dropout": 1.0}, "PolicyConfig.lora_dropout must be a finite number in [0, 1)"),
         (PolicyConfig, {"lora_rank": True}, "PolicyConfig.lora_rank must be an integer > 0, got True"),
@@ -400,6 +401,16 @@ def test_sft_target_search_keeps_the_earlier_expansion_when_edits_tie() -> None:
     start = ["a", "b", "c", "d"]
     assert sft.improve_expansion_set(CoverageScorer(), "q", start, 5, start=start, max_edits=1) == ["a", "b", "d"]
     assert sft.improve_expansion_set(CoverageScorer(), "q", start, 5, start=start, max_edits=2) == ["a", "d"]
+
+
+def test_sft_target_search_makes_only_edits_worth_min_edit_gain() -> None:
+    """Each drop of a, b or c adds 0.1; adding d to ["a"] adds 0.9."""
+    start = ["a", "b", "c", "d"]
+    for gain in (0.1, 0.5):
+        assert sft.improve_expansion_set(CoverageScorer(), "q", start, 5, start, 2, min_edit_gain=gain) == start
+    assert sft.improve_expansion_set(CoverageScorer(), "q", start, 5, start, 2, min_edit_gain=0.05) == ["a", "d"]
+    assert sft.improve_expansion_set(CoverageScorer(), "q", start, 5, ["a"], 2, min_edit_gain=0.5) == ["a", "d"]
+    assert sft.improve_expansion_set(CoverageScorer(), "q", start, 5, ["a"], 2, min_edit_gain=0.9) == ["a"]
 
 
 def test_sft_lowers_the_loss_on_its_examples(tiny_policy, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""Range checks for the agents' config dataclasses.
+"""Range checks for the config dataclasses: the environment's (``RewardConfig``, ``ActionLimits``)
+and the agents' (``GRPOConfig``, ``PPOConfig``, ``SFTConfig``, ``PolicyConfig``).
 
 A value outside its range is refused when the config is built (``leser train --set
-learning_rate=-1``, ``GRPOConfig(num_generations=1)``), with the field and the range named, rather
-than crashing or training nothing steps later. Every config calls ``check_ranges`` from its
-``__post_init__``.
+learning_rate=-1``, ``GRPOConfig(num_generations=1)``, ``RewardConfig(size_weight=-1)``), with the
+field and the range named, rather than crashing or training nothing steps later. Every config calls
+``check_ranges`` from its ``__post_init__``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Range(typing.NamedTuple):
     def __str__(self) -> str:
         if self.high == math.inf:
             return f"{'>=' if self.closed_low else '>'} {self.low:g}"
+        if self.low == -math.inf:
+            return f"{'<=' if self.closed_high else '<'} {self.high:g}"
         return f"in {'[' if self.closed_low else '('}{self.low:g}, {self.high:g}{']' if self.closed_high else ')'}"
 
 
