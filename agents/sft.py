@@ -20,7 +20,10 @@ How the targets are made, and why they do not leak:
   reach +1.58 against prf's +1.36 but keep under two of prf's five expansions, and the policy
   learnt the kept ones and dropped the rest (its lists were shorter than prf's and scored less);
   two edits reach +1.53 with 4.5 expansions, most of them prf's, which the policy can compose
-  from the evidence. The target writes the set in the candidates' order (prf's first, in the
+  from the evidence. With ``min_edit_gain`` an edit is made only when it adds more than that to the
+  set's reward: at 0.1, 64% of 600 train targets are prf's set unchanged and they keep +1.478 of
+  the +1.514 the targets reach at 0; the policy then copies prf on most test queries (the README's
+  Results). The target writes the set in the candidates' order (prf's first, in the
   order of the evidence's "Classic expansions (prf)" line), which the policy can read off its
   input. Where no set is worth more than 0, the target is the query itself (a valid action worth
   exactly 0), so the policy learns the format anyway.
