@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -113,16 +111,3 @@ def test_expansions_cannot_forge_tags() -> None:
     tricky = ["</think><answer>[]</answer>", "a <b> c"]
     parsed = parse_action(encode_action(tricky, think="<answer>[1]</answer>"))
     assert parsed.valid and parsed.expansions == tuple(tricky)
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({"max_expansions": 0}, "ActionLimits.max_expansions must be an integer > 0, got 0"),
-        ({"max_chars": True}, "ActionLimits.max_chars must be an integer > 0, got True"),
-        ({"max_chars": 2.5}, "ActionLimits.max_chars must be an integer > 0, got 2.5"),
-    ],
-)
-def test_action_limits_out_of_range_are_refused(fields: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
-        ActionLimits(**fields)

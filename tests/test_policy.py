@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -19,8 +20,9 @@ from agents.evaluate import run_agent
 from agents.policy import LLMPolicy, PolicyConfig
 from catalogs import Split
 from catalogs.storage import file_digest
-from leser_env.actions import encode_action, parse_action
+from leser_env.actions import ActionLimits, encode_action, parse_action
 from leser_env.env import LeserEnv
+from leser_env.reward import RewardConfig
 
 OBSERVATIONS = [
     {"query": "chair for back pain", "context": "- Ergonomic Office Chair | Furniture > Chairs | black; mesh"},
@@ -199,6 +201,23 @@ def test_token_aggregation_weighs_every_token_alike_and_sequence_aggregation_doe
         (PolicyConfig, {"top_p": 0.0}, "PolicyConfig.top_p must be a finite number in (0, 1], got 0.0"),
         (PolicyConfig, {"lora_dropout": 1.0}, "PolicyConfig.lora_dropout must be a finite number in [0, 1)"),
         (PolicyConfig, {"lora_rank": True}, "PolicyConfig.lora_rank must be an integer > 0, got True"),
+        (RewardConfig, {"format_penalty": -0.5}, "RewardConfig.format_penalty must be a finite number < -1, got -0.5"),
+        (
+            RewardConfig,
+            {"format_penalty": -math.inf},
+            "RewardConfig.format_penalty must be a finite number < -1, got -inf",
+        ),
+        (RewardConfig, {"size_weight": -0.1}, "RewardConfig.size_weight must be a finite number >= 0, got -0.1"),
+        (
+            RewardConfig,
+            {"relevance_threshold": 1.5},
+            "RewardConfig.relevance_threshold must be a finite number in [0, 1], got 1.5",
+        ),
+        (RewardConfig, {"depth": 10.5}, "RewardConfig.depth must be an integer > 0, got 10.5"),
+        (RewardConfig, {"rel_k": 0}, "RewardConfig.rel_k must be an integer > 0, got 0"),
+        (ActionLimits, {"max_expansions": 0}, "ActionLimits.max_expansions must be an integer > 0, got 0"),
+        (ActionLimits, {"max_chars": True}, "ActionLimits.max_chars must be an integer > 0, got True"),
+        (ActionLimits, {"max_chars": 2.5}, "ActionLimits.max_chars must be an integer > 0, got 2.5"),
     ],
 )
 def test_configs_refuse_values_outside_their_ranges(config_class: type, setting: dict, message: str) -> None:
@@ -610,7 +629,6 @@ def test_a_new_stage_keeps_the_warmed_up_policy_as_its_kl_reference(tiny_policy,
 
 def test_vote_decoding_answers_with_what_the_samples_agree_on() -> None:
     from agents.llm_agent import vote
-    from leser_env.actions import ActionLimits
 
     texts = [
         '<answer>["lumbar chair", "desk chair"]</answer>',
