@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import StaticCache
 from transformers.cache_utils import DynamicCache, DynamicLayer, StaticLayer
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from agents.lora import ATTENTION_PROJECTIONS, lora_targets
 from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
@@ -38,6 +39,10 @@ from leser_env.prompt import fit_observation, render_messages
 
 END_OF_TURN = "<|im_end|>"
 POLICY_FILE = "policy.json"
+# The key-value cache's argument and output name: transformers 5 renamed past_key_values to cache
+# (the old name warns, and goes from forward in 5.40 and from generate in 6.0); older releases
+# know only past_key_values.
+CACHE = "cache" if "cache" in {entry.name for entry in fields(CausalLMOutputWithPast)} else "past_key_values"
 
 
 @dataclass
@@ -189,7 +194,7 @@ class LLMPolicy:
         generated = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
-            past_key_values=cache,
+            **{CACHE: cache},
             do_sample=not greedy,
             temperature=temperature if not greedy else None,
             top_p=(self.config.top_p if top_p is None else top_p) if not greedy else None,
@@ -227,7 +232,7 @@ class LLMPolicy:
             use_cache=True,
             logits_to_keep=1,
         )
-        prompt_cache = getattr(prefill, "past_key_values", None)
+        prompt_cache = getattr(prefill, CACHE, None)
         cache = None
         if shareable_cache(prompt_cache):
             cache = StaticCache(config=self.model.config, max_cache_len=max_cache_len)
@@ -335,7 +340,7 @@ class LLMPolicy:
             logits_to_keep=1,
             output_hidden_states=hidden,
         )
-        cache = getattr(first, "past_key_values", None)
+        cache = getattr(first, CACHE, None)
         if not shareable_cache(cache):
             self.share_prompts = False
             return None
@@ -347,8 +352,8 @@ class LLMPolicy:
             input_ids=completion_ids,
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **{CACHE: cache},
             output_hidden_states=hidden,
         )
         # The prompt's last position predicts the first completion token; each completion position the next.

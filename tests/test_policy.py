@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,17 +75,22 @@ def test_other_architectures_sample_and_score_their_completions(
     smollm_tokenizer, model_type: str, config: dict, shares_prompts: bool
 ) -> None:
     """Any causal LM works by name: a sliding-window cache (Gemma 3, prompts longer than the window)
-    cannot be shared by a group's completions, so it is encoded per completion, with the same result."""
+    cannot be shared by a group's completions, so it is encoded per completion, with the same result.
+    The shared cache goes by the name this transformers release knows (no deprecation warning:
+    the old name, past_key_values, is removed in later releases)."""
     model = tiny_architecture(model_type, len(smollm_tokenizer), **config)
     policy = LLMPolicy(
         PolicyConfig(max_new_tokens=8, max_prompt_tokens=256, lora_rank=4, lora_alpha=8),
         model=model,
         tokenizer=smollm_tokenizer,
     )
-    samples = policy.sample(OBSERVATIONS, n=3)
+    prompts = [p for p in (policy.encode_prompt(o) for o in OBSERVATIONS) for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="`past_key_values`", category=FutureWarning)
+        samples = policy.sample(OBSERVATIONS, n=3)
+        grouped = policy.completion_logprobs(prompts, samples.completion_ids, grad=False)
     assert len(samples.texts) == 6 and policy.share_prompts is shares_prompts
-    prompts = [p for p in samples.prompt_ids for _ in range(3)]
-    grouped = policy.completion_logprobs(prompts, samples.completion_ids, grad=False)
+    assert prompts == [p for p in samples.prompt_ids for _ in range(3)]
     one_by_one = [
         policy.completion_logprobs([p], [c], grad=False)[0]
         for p, c in zip(prompts, samples.completion_ids, strict=True)
