@@ -499,15 +499,27 @@ def compare_command(
     decodings: Annotated[
         str, typer.Option("--decoding", help="For each --checkpoint: greedy, vote, or both (greedy,vote).")
     ] = "greedy",
+    engine_check: Annotated[
+        bool,
+        typer.Option("--engine-check", help="Each --checkpoint: drop the expansions the engine matches nothing for."),
+    ] = False,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
 ) -> None:
     """Run several agents on the same queries: one table, one chart, paired differences with 95% intervals."""
     from agents.evaluate import compare
 
+    if engine_check and not checkpoints:
+        raise ValueError("--engine-check applies to the --checkpoint agents, and none was given")
     built = [
         build_agent(name.strip(), None, catalog, data_dir, seed) for name in agent_names.split(",") if name.strip()
     ]
     chosen = [decoding.strip() for decoding in decodings.split(",") if decoding.strip()]
-    built += [build_agent("", path, catalog, data_dir, seed, decoding=d) for path in checkpoints or [] for d in chosen]
+    built += [
+        build_agent("", path, catalog, data_dir, seed, engine_check, device, dtype, decoding=decoding)
+        for path in checkpoints or []
+        for decoding in chosen
+    ]
     if not built:
         raise ValueError("no agents to compare: pass --agents and/or --checkpoint")
     data = str(data_dir) if data_dir else None

@@ -228,3 +228,23 @@ def test_train_refuses_a_bad_setting_by_name(tmp_path: Path, setting: str, messa
     result = invoke("train", "--agent", "grpo", "--out", str(tmp_path / "run"), "--set", setting)
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_compare_runs_a_trained_checkpoint_with_the_engine_check_and_both_decodings(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "sft"
+    trained = invoke("train", "--agent", "sft", "--model", str(tiny_model_dir), "--out", str(run), "--steps", "1")
+    assert trained.exit_code == 0, trained.output
+    args = ["compare", "--agents", "prf", "--checkpoint", str(run), "--engine-check", "--decoding", "greedy,vote"]
+    result = invoke(*args, "--limit", "2", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    summaries = json.loads(result.stdout)
+    assert list(summaries) == ["prf", "sft+check", "sft+check+vote"]
+    assert all(summary["queries"] == 2 for summary in summaries.values())
+    assert set(summaries["sft+check+vote"]["paired"]) == {"prf", "sft+check"}
+
+
+def test_compare_refuses_the_engine_check_without_a_checkpoint() -> None:
+    result = invoke("compare", "--agents", "prf", "--engine-check")
+    assert result.exit_code == 2 and "--engine-check applies to the --checkpoint agents" in result.stderr
