@@ -228,7 +228,9 @@ def test_invalid_is_below_every_valid(reward: Reward, words, query_texts, data) 
         ({"mode": "xor"}, "mode must be 'and' or 'or', not 'xor'"),
     ],
 )
-def test_a_reward_config_out_of_range_is_refused(fields: dict, message: str) -> None:
+def test_a_reward_config_inconsistent_across_fields_or_with_an_unknown_mode_is_refused(
+    fields: dict, message: str
+) -> None:
     """The checks across fields and of the match mode; each field's range is in test_policy's
     table of every config's ranges (a penalty a valid action could undercut among them)."""
     with pytest.raises(ValueError, match=re.escape(message)):
