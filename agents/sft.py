@@ -114,15 +114,18 @@ def build_examples(
     seed: int = 0,
     max_edits: int = 2,
     min_edit_gain: float = 0.0,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Warm-up (observation, target action) pairs from train queries only (see the module docstring)."""
+    """Warm-up (observation, target action) pairs from train queries only (see the module docstring);
+    ``progress`` shows a bar, one tick a query (the target search scores many sets for each)."""
     if env.split != Split.TRAIN:
         raise ValueError("SFT examples are built from the train split only")
     catalog = env.catalog
     engine = engine_for(env.catalog_spec, env.data_dir)
     feedback = PseudoRelevanceFeedbackAgent(env.catalog_spec, env.data_dir)
     examples = []
-    for query_id in warm_up_query_ids(env, count, seed):
+    query_ids = warm_up_query_ids(env, count, seed)
+    for query_id in track(query_ids, description="warm-up targets", total=len(query_ids), disable=not progress):
         observation, _ = env.observe(query_id)
         query = observation["query"]
         shown = set(WORD.findall(f"{query} {observation['context']} {observation['evidence']}".lower()))
@@ -342,6 +345,7 @@ def run(
         config.seed,
         config.max_edits,
         config.min_edit_gain,
+        progress,
     )
     validation_env = LeserEnv(catalog=env.catalog_spec, data_dir=env.data_dir, split="validation")
     held_out = [validation_env.observe(qid)[0] for qid in validation_env.query_ids[:validation_queries]]
