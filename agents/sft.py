@@ -235,10 +235,17 @@ def improve_expansion_set(
     return chosen if best > 0 else []
 
 
-def format_valid_rate(policy: LLMPolicy, observations: Sequence[Mapping[str, str]], batch_size: int = 8) -> float:
+def format_valid_rate(
+    policy: LLMPolicy,
+    observations: Sequence[Mapping[str, str]],
+    batch_size: int = 8,
+    progress: bool = False,
+    description: str = "format-valid check",
+) -> float:
     """Share of greedy completions that parse as a valid action (the paper's first measurement)."""
     valid = 0
-    for start in range(0, len(observations), batch_size):
+    starts = range(0, len(observations), batch_size)
+    for start in track(starts, description=description, total=len(starts), disable=not progress):
         texts = policy.act(observations[start : start + batch_size])
         valid += sum(parse_action(text, policy.limits).valid for text in texts)
     return valid / max(len(observations), 1)
@@ -353,7 +360,9 @@ def run(
     report = read_report(out) if resuming else {}
     if "format_valid_before" not in report:
         with policy.model.disable_adapter():  # the untouched model, also when resuming a trained adapter
-            report["format_valid_before"] = format_valid_rate(policy, held_out)
+            report["format_valid_before"] = format_valid_rate(
+                policy, held_out, progress=progress, description="format-valid check, before"
+            )
         write_json_atomically(report_file, report)  # a killed warm-up keeps it: resuming does not measure again
     result = train(policy, examples, config, out, resume=resuming, progress=progress)
     report.update(
@@ -361,7 +370,9 @@ def run(
             "catalog": env.catalog_spec,
             "examples": len(examples),
             "validation_queries": len(held_out),
-            "format_valid_after": format_valid_rate(policy, held_out),
+            "format_valid_after": format_valid_rate(
+                policy, held_out, progress=progress, description="format-valid check, after"
+            ),
             "steps": result["steps"],
             "final_loss": result["final_loss"],
             "config": asdict(config),

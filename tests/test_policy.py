@@ -448,6 +448,21 @@ def test_sft_lowers_the_loss_on_its_examples(tiny_policy, tmp_path: Path) -> Non
     assert (tmp_path / "policy" / "adapter_config.json").is_file()
 
 
+def test_the_warm_ups_long_steps_show_progress_bars(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    config = sft.SFTConfig(examples=4, per_device_train_batch_size=4)
+    policy_config = PolicyConfig(model=str(tiny_model_dir), max_new_tokens=4, max_prompt_tokens=256, lora_rank=4)
+    sft.run(
+        config,
+        LeserEnv(catalog="synthetic", split="train"),
+        tmp_path,
+        policy_config=policy_config,
+        validation_queries=2,
+    )
+    shown = capsys.readouterr().out
+    for bar in ("warm-up targets", "format-valid check, before", "SFT warm-up", "format-valid check, after"):
+        assert bar in shown, bar
+
+
 def test_gae_matches_a_hand_computation() -> None:
     rewards, values = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.5, 0.6, 0.7])
     advantages, returns = ppo.gae(rewards, values, gamma=1.0, lam=0.5)
@@ -543,9 +558,9 @@ def test_a_killed_warm_up_resumes_without_measuring_the_untouched_model_again(
     measured = []
     real_rate, real_train = sft.format_valid_rate, sft.train
 
-    def counting_rate(policy, observations, batch_size=8):
+    def counting_rate(policy, observations, batch_size=8, **display):
         measured.append(len(observations))
-        return real_rate(policy, observations, batch_size)
+        return real_rate(policy, observations, batch_size, **display)
 
     def killed_after_training(*args, **kwargs):
         real_train(*args, **kwargs)
