@@ -29,6 +29,7 @@ import importlib
 import json
 import math
 import shutil
+import time
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -215,10 +216,13 @@ def start_policy(
 
 
 class RunLog:
-    """Step records to a JSONL file, to TensorBoard when it is installed, and kept for the checkpoint."""
+    """Step records to a JSONL file, to TensorBoard when it is installed, and kept for the checkpoint.
+    Each record gets ``step_seconds``: wall time since the previous record (the first: since the log
+    opened, after the model and any checkpoint were loaded), so a run's throughput is in its log."""
 
     def __init__(self, out: Path, records: list[dict[str, Any]] | None = None) -> None:
         self.out = out
+        self.last_record_time = time.monotonic()
         self.records = list(records or [])
         # Rewrite the file from the checkpoint's records: steps after the last checkpoint are redone.
         write_atomically(out / "log.jsonl", "".join(json.dumps(record) + "\n" for record in self.records))
@@ -231,6 +235,9 @@ class RunLog:
             pass
 
     def add(self, record: dict[str, Any]) -> None:
+        now = time.monotonic()
+        record = {**record, "step_seconds": round(now - self.last_record_time, 3)}
+        self.last_record_time = now
         self.records.append(record)
         with open(self.out / "log.jsonl", "a") as stream:
             stream.write(json.dumps(record) + "\n")

@@ -305,6 +305,8 @@ def test_invalid_completions_flow_through_training_as_penalties(tiny_policy, tmp
         assert record["valid_rate"] == 0.0 and record["reward_mean"] == env.reward.config.format_penalty
         assert record["zero_signal"] == 1.0 and np.isfinite(record["loss"])
     assert (tmp_path / "learning_curve.png").is_file() and (tmp_path / "log.jsonl").read_text().count("\n") == 2
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == result["log"] and all(record["step_seconds"] > 0 for record in logged)  # throughput is logged
 
 
 def test_a_resumed_run_continues_from_the_saved_step(tiny_policy, tmp_path: Path) -> None:
