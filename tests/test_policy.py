@@ -450,7 +450,9 @@ def test_sft_lowers_the_loss_on_its_examples(tiny_policy, tmp_path: Path) -> Non
     assert (tmp_path / "policy" / "adapter_config.json").is_file()
 
 
-def test_the_warm_ups_long_steps_show_progress_bars(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_the_warm_ups_long_steps_show_progress_bars(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = sft.SFTConfig(examples=4, per_device_train_batch_size=4)
     policy_config = PolicyConfig(model=str(tiny_model_dir), max_new_tokens=4, max_prompt_tokens=256, lora_rank=4)
     sft.run(
