@@ -14,6 +14,12 @@
 #   benchmarks/gpu_check.sh           # on the GPU machine, from the repository root, with .gpu_check/
 #                                     # beside it: installs the wheels into /tmp/leser-site, runs 1-4,
 #                                     # writes $OUT (default runs/gpu_check): check.log, throughput_*.json
+#   DEVICE=cpu PYTHON=.venv/bin/python benchmarks/gpu_check.sh
+#                                     # a rehearsal here before spending device time: the same commands on
+#                                     # CPU in float32 with this checkout's packages (the 3B throughput left
+#                                     # out; the gpu tests skip themselves), to catch a broken command line
+# Every check runs even when one before it failed (device time is scarce: one run should tell
+# everything), and the log ends with one line per check: ok, or FAILED with its exit status.
 # PYTHON names the interpreter whose torch sees the GPU (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,24 +52,44 @@ EOF
 fi
 
 PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+case "$DEVICE" in
+    cuda) DTYPE=bfloat16 TRL_DTYPE=--bf16 SLOWER=1 ;;
+    cpu) DTYPE=float32 TRL_DTYPE= SLOWER=4 ;;  # time limits 4x longer on CPU
+    *) echo "DEVICE is cuda or cpu, not '$DEVICE'" >&2; exit 2 ;;
+esac
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/check.log") 2>&1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export LESER_CACHE_DIR=${LESER_CACHE_DIR:-/tmp/leser-cache}
-if [[ -d "$PREPARED/wheels" ]]; then
+if [[ "$DEVICE" == cuda && -d "$PREPARED/wheels" ]]; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/leser-site \
         "$PREPARED"/wheels/*.whl
     export PYTHONPATH="$PWD:/tmp/leser-site${PYTHONPATH:+:$PYTHONPATH}"
 else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'this torch sees no CUDA GPU'; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())"
+"$PYTHON" - <<'EOF' || true
+import importlib.metadata as metadata
+names = "torch transformers peft accelerate trl datasets pyarrow tantivy lightgbm gymnasium numpy".split()
+def version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "missing"
+print("packages:", ", ".join(f"{name} {version(name)}" for name in names))
+EOF
+if [[ "$DEVICE" == cuda ]]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'this torch sees no CUDA GPU'; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())"
+fi
 
-# The default model's configuration with random weights (the GGUF package is not needed).
-MODEL="$PREPARED/smollm2-135m"
+# The default model's configuration with random weights (the GGUF package is not needed), written
+# outside the checkout so that .gpu_check/ stays small enough to travel.
+MODEL=${TMPDIR:-/tmp}/leser-gpu-check-smollm2-135m
 if [[ ! -f "$MODEL/model.safetensors" ]]; then
+    mkdir -p "$MODEL" && cp "$PREPARED"/smollm2-135m/* "$MODEL"/
     "$PYTHON" - "$MODEL" <<'EOF'
 import sys, torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -72,32 +98,48 @@ model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sys.argv[1])
 model.save_pretrained(sys.argv[1])
 EOF
 fi
-export LESER_TEST_TOKENIZER="$PWD/$MODEL"
-leser() { "$PYTHON" -c "from agents.cli import app; app()" "$@"; }
+export LESER_TEST_TOKENIZER="$PWD/$PREPARED/smollm2-135m"
+LESER=("$PYTHON" -c "from agents.cli import app; app()")  # an array, not a function: timeout runs it
 started=$SECONDS
 stage() { echo; echo "== $1 ($((SECONDS - started)) s so far)"; }
+results=()
+# check NAME COMMAND...: runs one check, records ok or FAILED with its exit status, and goes on either way.
+check() {
+    local name=$1 status=0
+    shift
+    "$@" || status=$?
+    if ((status == 0)); then results+=("ok      $name"); else results+=("FAILED  $name (exit $status)"); fi
+}
 
-stage "1/4 tests marked gpu, on CUDA"
-timeout 150 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
+stage "1/4 tests marked gpu, on $DEVICE"
+check "pytest -m gpu" timeout $((150 * SLOWER)) "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
 
-stage "2/4 one GRPO step and one PPO step of our trainers, CUDA, bfloat16"
-rm -rf "$OUT/grpo" "$OUT/ppo"
-timeout 150 leser train --agent grpo --model "$MODEL" --device cuda --dtype bfloat16 --out "$OUT/grpo" \
-    --set max_steps=1 --set queries_per_step=2 --set max_completion_length=32
-timeout 90 leser train --agent ppo --model "$MODEL" --device cuda --dtype bfloat16 --out "$OUT/ppo" \
-    --set max_steps=1 --set queries_per_step=2 --set response_length=32
+stage "2/4 one GRPO step and one PPO step of our trainers, $DEVICE, $DTYPE"
+rm -rf "$OUT/grpo" "$OUT/ppo" "$OUT/trl"
+check "leser train --agent grpo" timeout $((150 * SLOWER)) "${LESER[@]}" train --agent grpo --model "$MODEL" --device "$DEVICE" \
+    --dtype "$DTYPE" --out "$OUT/grpo" --set max_steps=1 --set queries_per_step=2 --set max_completion_length=32
+check "leser train --agent ppo" timeout $((90 * SLOWER)) "${LESER[@]}" train --agent ppo --model "$MODEL" --device "$DEVICE" \
+    --dtype "$DTYPE" --out "$OUT/ppo" --set max_steps=1 --set queries_per_step=2 --set response_length=32
 
-stage "3/4 one step of TRL's GRPOTrainer on LESER's reward, CUDA, bfloat16"
-timeout 120 "$PYTHON" examples/train_with_trl.py --model "$MODEL" --steps 1 --limit 8 --bf16 \
-    --max-completion-length 32 --out "$OUT/trl"
+stage "3/4 one step of TRL's GRPOTrainer on LESER's reward, $DEVICE, $DTYPE"
+# shellcheck disable=SC2086  # TRL_DTYPE is one flag or none
+check "examples/train_with_trl.py" timeout $((120 * SLOWER)) "$PYTHON" examples/train_with_trl.py --model "$MODEL" --steps 1 \
+    --limit 8 $TRL_DTYPE --max-completion-length 32 --out "$OUT/trl"
 
 stage "4/4 throughput, ours against TRL's, same work"
-timeout 100 "$PYTHON" benchmarks/bench_grpo_vs_trl.py --model "$MODEL" --device cuda --dtype bfloat16 --steps 2 \
-    --json >"$OUT/throughput_smollm2-135m.json"
-timeout 150 "$PYTHON" benchmarks/bench_grpo_vs_trl.py --model "$MODEL" --random-init llama-3.2-3b --device cuda \
-    --dtype bfloat16 --steps 2 --json >"$OUT/throughput_llama-3.2-3b.json"
+rm -f "$OUT"/throughput_*.json
+if [[ "$DEVICE" == cpu ]]; then  # the rehearsal: the benchmark's command line on the test suite's tiny model
+    check "throughput tiny" timeout 400 "$PYTHON" benchmarks/bench_grpo_vs_trl.py --random-init tiny \
+        --device cpu --dtype float32 --steps 1 --json >"$OUT/throughput_tiny.json"
+else
+    check "throughput smollm2-135m" timeout 100 "$PYTHON" benchmarks/bench_grpo_vs_trl.py --model "$MODEL" \
+        --device cuda --dtype bfloat16 --steps 2 --json >"$OUT/throughput_smollm2-135m.json"
+    check "throughput llama-3.2-3b" timeout 150 "$PYTHON" benchmarks/bench_grpo_vs_trl.py --model "$MODEL" \
+        --random-init llama-3.2-3b --device cuda --dtype bfloat16 --steps 2 --json >"$OUT/throughput_llama-3.2-3b.json"
+fi
 for file in "$OUT"/throughput_*.json; do
-    "$PYTHON" - "$file" <<'EOF'
+    [[ -s "$file" ]] || continue
+    "$PYTHON" - "$file" <<'EOF' || true
 import json, sys
 r = json.load(open(sys.argv[1]))
 s, t = r["seconds_per_step"], r["generation_tokens_per_second"]
@@ -105,4 +147,10 @@ print(f"{r['model']:>14} ({r['weights']} weights, {r['dtype']}): GRPO step ours 
       f"({r['ratio_ours_over_trl']:.2f}x); generation ours {t['ours']:.0f} tokens/s, TRL {t['trl']:.0f}")
 EOF
 done
-echo "done in $((SECONDS - started)) s; the log is $OUT/check.log"
+
+echo
+echo "== done in $((SECONDS - started)) s; the log is $OUT/check.log"
+printf '%s\n' "${results[@]}"
+for result in "${results[@]}"; do
+    [[ "$result" == ok* ]] || exit 1
+done
