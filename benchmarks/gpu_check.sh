@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check, for a machine with one NVIDIA GPU and no network (about 6 minutes on one GPU):
+# The device check, for a machine with one NVIDIA GPU and no network (4 minutes on an H200, 2026-12-04):
 #   1. the tests marked `gpu` (pytest -m gpu) on CUDA;
 #   2. one GRPO step and one PPO step of our trainers on CUDA in bfloat16 (`leser train`);
 #   3. one step of TRL's GRPOTrainer with LESER's reward on CUDA (examples/train_with_trl.py);
@@ -8,7 +8,7 @@
 #      (SmolLM2-135M) and for Llama-3.2-3B's, both with random weights: nothing to download.
 #
 # Two steps:
-#   benchmarks/gpu_check.sh prepare   # where pip reaches PyPI: writes .gpu_check/ (about 20 MB):
+#   benchmarks/gpu_check.sh prepare   # where pip reaches PyPI: writes .gpu_check/ (about 14 MB):
 #                                     # wheels for what a CUDA PyTorch image lacks (Python 3.12,
 #                                     # manylinux x86-64) and the default model's tokenizer and config
 #   benchmarks/gpu_check.sh           # on the GPU machine, from the repository root, with .gpu_check/
@@ -16,8 +16,9 @@
 #                                     # writes $OUT (default runs/gpu_check): check.log, throughput_*.json
 #   DEVICE=cpu PYTHON=.venv/bin/python benchmarks/gpu_check.sh
 #                                     # a rehearsal here before spending device time: the same commands on
-#                                     # CPU in float32 with this checkout's packages (the 3B throughput left
-#                                     # out; the gpu tests skip themselves), to catch a broken command line
+#                                     # CPU in float32 with this checkout's packages (throughput timed on the
+#                                     # test suite's tiny model; the gpu tests skip themselves), to catch a
+#                                     # broken command line (about 6 minutes on 2 cores)
 # Every check runs even when one before it failed (device time is scarce: one run should tell
 # everything), and the log ends with one line per check: ok, or FAILED with its exit status.
 # PYTHON names the interpreter whose torch sees the GPU (default python3).
@@ -133,7 +134,7 @@ if [[ "$DEVICE" == cpu ]]; then  # the rehearsal: the benchmark's command line o
         --device cpu --dtype float32 --steps 1 --json >"$OUT/throughput_tiny.json"
 else
     check "throughput smollm2-135m" timeout 100 "$PYTHON" benchmarks/bench_grpo_vs_trl.py --model "$MODEL" \
-        --device cuda --dtype bfloat16 --steps 2 --json >"$OUT/throughput_smollm2-135m.json"
+        --random-init smollm2-135m --device cuda --dtype bfloat16 --steps 2 --json >"$OUT/throughput_smollm2-135m.json"
     check "throughput llama-3.2-3b" timeout 150 "$PYTHON" benchmarks/bench_grpo_vs_trl.py --model "$MODEL" \
         --random-init llama-3.2-3b --device cuda --dtype bfloat16 --steps 2 --json >"$OUT/throughput_llama-3.2-3b.json"
 fi

@@ -11,6 +11,7 @@ import torch
 from agents import grpo, ppo
 from agents.model_loading import resolve_device, resolve_dtype
 from agents.policy import LLMPolicy
+from agents.training import RunLog, load_checkpoint, save_checkpoint
 from leser_env.env import LeserEnv
 
 OBSERVATIONS = [{"query": "chair for back pain", "context": "- Ergonomic Office Chair | Furniture > Chairs"}]
@@ -105,3 +106,26 @@ def test_ppo_step_and_sampled_log_probabilities_on_cuda(tiny_policy, tmp_path: P
     config = ppo.PPOConfig(max_steps=1, queries_per_step=2, response_length=8, save_steps=1)
     result = ppo.train(policy, LeserEnv(catalog="synthetic"), config, tmp_path, progress=False)
     assert result["steps"] == 1 and (tmp_path / "trainer_state.json").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_a_checkpoint_on_cuda_restores_the_gpus_sampling_stream_and_the_optimizer(tiny_policy, tmp_path: Path) -> None:
+    """A run resumed on a GPU draws the same random numbers it would have drawn, and its optimizer's
+    moments come back on the GPU, beside the parameters they update."""
+    policy = tiny_policy(device="cuda", dtype="float32")
+    parameters = list(policy.trainable_parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=1e-3)
+    sum(parameter.sum() for parameter in parameters).backward()
+    optimizer.step()
+    log = RunLog(tmp_path, [{"step": 1}])
+    save_checkpoint(tmp_path, policy, optimizer, 1, {}, log)
+    log.close()
+    expected = torch.rand(16, device="cuda")  # what the uninterrupted run draws next
+    torch.rand(1000, device="cuda")  # the stream moves on, as in a run killed later
+    fresh = torch.optim.AdamW(parameters, lr=1e-3)
+    step, _, _ = load_checkpoint(tmp_path, fresh)
+    assert step == 1
+    torch.testing.assert_close(torch.rand(16, device="cuda"), expected, rtol=0.0, atol=0.0)
+    moments = [value for state in fresh.state.values() for value in state.values() if torch.is_tensor(value)]
+    assert moments and all(moment.device.type == "cuda" for moment in moments if moment.dim() > 0)
