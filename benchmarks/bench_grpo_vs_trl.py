@@ -282,7 +282,7 @@ def main() -> None:
             "ours": PROMPTS * GROUP * our_tokens / max(mean["ours"]["generation"], 1e-9),
         },
         "model": args.random_init or args.model,
-        "weights": "random" if args.random_init else "trained",
+        "weights": "random" if args.random_init else "as saved",  # a --model path may hold any weights
         "device": str(resolve_device(args.device)),
         "dtype": str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch."),
         "steps_measured": args.steps,
