@@ -18,7 +18,7 @@
 #                                     # a rehearsal here before spending device time: the same commands on
 #                                     # CPU in float32 with this checkout's packages (throughput timed on the
 #                                     # test suite's tiny model; the gpu tests skip themselves), to catch a
-#                                     # broken command line (about 6 minutes on 2 cores)
+#                                     # broken command line (about 5 minutes on 2 cores)
 # Every check runs even when one before it failed (device time is scarce: one run should tell
 # everything), and the log ends with one line per check: ok, or FAILED with its exit status.
 # PYTHON names the interpreter whose torch sees the GPU (default python3).
