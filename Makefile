@@ -38,7 +38,7 @@ bench: setup
 	$(PY) benchmarks/bench_search.py
 
 bench-grpo: $(EXTRAS_STAMP)  # our GRPO step against TRL's GRPOTrainer
-	$(PY) benchmarks/bench_grpo_vs_trl.py
+	$(PY) benchmarks/bench_grpo_vs_trl.py --out runs/bench_grpo  # table here; throughput.json and .png there
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

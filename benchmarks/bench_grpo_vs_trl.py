@@ -17,7 +17,12 @@ reference and policy log-probability passes, loss, optimizer). The first step of
 is a warm-up and is not counted.
 
     python benchmarks/bench_grpo_vs_trl.py [--steps 3] [--no-context] [--json]      # needs: pip install -e ".[trl]"
-        [--model NAME_OR_PATH | --random-init llama-3.2-3b] [--device cuda --dtype bfloat16]
+        [--model NAME_OR_PATH | --random-init llama-3.2-3b] [--device cuda --dtype bfloat16] [--out DIR]
+    python benchmarks/bench_grpo_vs_trl.py --plot REPORT.json [REPORT.json ...] --out DIR   # redraw saved reports
+
+``--out DIR`` writes the report as ``throughput.json`` and the phases of both sides' step as
+``throughput.png``; ``--plot`` draws reports saved before (``--json`` or ``--out``) into one
+``throughput.png``, a pair of bars per report, without timing anything.
 
 ``--random-init NAME`` times a randomly initialised model of that configuration (no download;
 its embeddings sized to the default model's tokenizer): ``smollm2-135m``, ``llama-3.2-3b`` or
@@ -36,6 +41,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +53,7 @@ from agents import grpo
 from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
 from agents.policy import LLMPolicy, PolicyConfig
 from agents.trl import LeserReward
+from catalogs.storage import atomic_file, write_json_atomically
 from leser_env.env import LeserEnv
 from leser_env.prompt import render_messages
 
@@ -258,7 +265,16 @@ def main() -> None:
     parser.add_argument("--random-init", choices=sorted(RANDOM_CONFIGS), help="random weights of this configuration")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, auto")
+    parser.add_argument("--out", type=Path, help="write throughput.json and throughput.png to this folder")
+    parser.add_argument("--plot", type=Path, nargs="+", metavar="REPORT", help="draw saved reports (needs --out)")
     args = parser.parse_args()
+    if args.plot:
+        if args.out is None:
+            parser.error("--plot draws into --out DIR/throughput.png; give --out")
+        reports = [json.loads(path.read_text()) for path in args.plot]
+        plot(reports, [path.stem.removeprefix("throughput_") for path in args.plot], args.out / "throughput.png")
+        print(f"wrote {args.out / 'throughput.png'}")
+        return
 
     env = LeserEnv(catalog="synthetic", split="train")
     prompts = observations(env, context=not args.no_context)
@@ -289,6 +305,10 @@ def main() -> None:
         "prompt_context": not args.no_context,
         "torch_threads": torch.get_num_threads(),
     }
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(args.out / "throughput.json", report)
+        plot([report], [report["model"]], args.out / "throughput.png")
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -312,6 +332,48 @@ def main() -> None:
         "generation tokens/s", f"{rates['trl']:.0f}", f"{rates['ours']:.0f}", f"{rates['ours'] / rates['trl']:.2f}x"
     )
     Console().print(table)
+
+
+PHASES = ("generation", "forward", "backward", "reward")  # a step's parts, in the order they are drawn
+
+
+def plot(reports: list[dict[str, Any]], names: list[str], path: Path) -> None:
+    """Seconds per step of TRL's and ours, one pair of stacked bars (by phase) per report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, bars = [], []
+    for name, report in zip(names, reports, strict=True):
+        setting = f"{report['weights']}, {report['device']}, {report['dtype']}"
+        for side, title in (("trl", "TRL"), ("ours", "ours")):
+            labels.append(f"{name} ({setting}): {title}")
+            bars.append([report["seconds_per_step"][side][phase] for phase in PHASES])
+    seconds = np.array(bars)
+    rows = np.arange(len(labels))[::-1]  # the first report on top
+    figure, axis = plt.subplots(figsize=(10, 1.5 + 0.45 * len(labels)))
+    left = np.zeros(len(labels))
+    for column, phase in enumerate(PHASES):
+        axis.barh(rows, seconds[:, column], left=left, height=0.7, label=phase)
+        left += seconds[:, column]
+    for row, total in zip(rows, left, strict=True):
+        axis.text(total, row, f" {total:.2f} s", va="center", fontsize=8)
+    axis.set_yticks(rows, labels, fontsize=8)
+    axis.set_xlim(0, left.max() * 1.15)
+    axis.set_xlabel("seconds per GRPO step (mean of the measured steps)")
+    axis.set_title(
+        f"GRPO step, ours against TRL's: {PROMPTS} prompts x {GROUP} completions x <= {NEW_TOKENS} tokens",
+        loc="left",
+        fontsize=10,
+        pad=22,
+    )
+    axis.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(PHASES), fontsize=8, frameon=False)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
 
 
 if __name__ == "__main__":

@@ -148,6 +148,9 @@ print(f"{r['model']:>14} ({r['weights']} weights, {r['dtype']}): GRPO step ours 
       f"({r['ratio_ours_over_trl']:.2f}x); generation ours {t['ours']:.0f} tokens/s, TRL {t['trl']:.0f}")
 EOF
 done
+if compgen -G "$OUT/throughput_*.json" >/dev/null; then  # one figure of every side's phases
+    "$PYTHON" benchmarks/bench_grpo_vs_trl.py --plot "$OUT"/throughput_*.json --out "$OUT" || true
+fi
 
 echo
 echo "== done in $((SECONDS - started)) s; the log is $OUT/check.log"

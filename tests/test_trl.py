@@ -103,14 +103,15 @@ def test_one_grpo_trainer_step_on_our_reward_and_back_into_a_leser_run(
     assert isinstance(agent.act([observation])[0], str)
 
 
-def test_the_trl_benchmark_times_both_sides_on_a_random_model() -> None:
+def test_the_trl_benchmark_times_both_sides_on_a_random_model(tmp_path: Path) -> None:
     import json
     import subprocess
     import sys
 
     script = Path(__file__).parent.parent / "benchmarks" / "bench_grpo_vs_trl.py"
+    out = tmp_path / "bench"
     result = subprocess.run(
-        [sys.executable, str(script), "--random-init", "tiny", "--steps", "1", "--json"],
+        [sys.executable, str(script), "--random-init", "tiny", "--steps", "1", "--json", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -121,3 +122,13 @@ def test_the_trl_benchmark_times_both_sides_on_a_random_model() -> None:
     assert report["weights"] == "random" and report["device"] == "cpu"
     for side in ("trl", "ours"):
         assert report["seconds_per_step"][side]["step"] > 0 and report["generation_tokens_per_second"][side] > 0
+    assert json.loads((out / "throughput.json").read_text()) == report
+    assert (out / "throughput.png").read_bytes().startswith(b"\x89PNG")
+
+    # Saved reports redrawn into one figure, without timing anything; --plot needs --out.
+    (out / "throughput.png").unlink()
+    redraw = [sys.executable, str(script), "--plot", str(out / "throughput.json"), str(out / "throughput.json")]
+    assert subprocess.run(redraw, capture_output=True, timeout=120, check=False).returncode == 2
+    result = subprocess.run([*redraw, "--out", str(out)], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "throughput.png").read_bytes().startswith(b"\x89PNG")
