@@ -138,9 +138,10 @@ else
     check "throughput llama-3.2-3b" timeout 150 "$PYTHON" benchmarks/bench_grpo_vs_trl.py --model "$MODEL" \
         --random-init llama-3.2-3b --device cuda --dtype bfloat16 --steps 2 --json >"$OUT/throughput_llama-3.2-3b.json"
 fi
+reports=()  # the runs that wrote a report
 for file in "$OUT"/throughput_*.json; do
     [[ -s "$file" ]] || continue
-    "$PYTHON" - "$file" <<'EOF' || true
+    "$PYTHON" - "$file" <<'EOF' && reports+=("$file")
 import json, sys
 r = json.load(open(sys.argv[1]))
 s, t = r["seconds_per_step"], r["generation_tokens_per_second"]
@@ -148,8 +149,8 @@ print(f"{r['model']:>14} ({r['weights']} weights, {r['dtype']}): GRPO step ours 
       f"({r['ratio_ours_over_trl']:.2f}x); generation ours {t['ours']:.0f} tokens/s, TRL {t['trl']:.0f}")
 EOF
 done
-if compgen -G "$OUT/throughput_*.json" >/dev/null; then  # one figure of every side's phases
-    "$PYTHON" benchmarks/bench_grpo_vs_trl.py --plot "$OUT"/throughput_*.json --out "$OUT" || true
+if ((${#reports[@]})); then  # one figure of every run's phases: $OUT/throughput.png
+    "$PYTHON" benchmarks/bench_grpo_vs_trl.py --plot "${reports[@]}" --out "$OUT" || true
 fi
 
 echo
