@@ -16,7 +16,9 @@ LESER's reward, with LESER's prompts.
 - ``make_dataset``: TRL's conversational format, one row per query: ``prompt`` (the system and
   user messages the environment renders for the query's observation, the same ones our own
   policy is given), ``query`` and ``query_id``. With ``tokenizer`` and ``max_prompt_tokens`` the
-  product context is cut line by line to fit, exactly as our policy cuts it.
+  product context is cut line by line to fit, exactly as our policy cuts it. ``exclude_query_ids``
+  leaves queries out, e.g. ``agents.sft.queries_learnt_by(warm_up_run, env)``: what our trainers'
+  ``skip_warm_up_queries`` draws from.
 - ``LeserReward``: a reward function with TRL's signature (``prompts``, ``completions``, the
   dataset's columns as keyword arguments; returns one float per completion). The completions of
   one query are scored as one group through the environment's reward (their searches and
@@ -32,7 +34,7 @@ TRL is an optional extra: ``pip install -e ".[trl]"``.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -54,8 +56,10 @@ def make_dataset(
     env: LeserEnv | None = None,
     tokenizer: Any = None,
     max_prompt_tokens: int | None = None,
+    exclude_query_ids: Collection[str] = (),
 ) -> Any:
-    """A ``datasets.Dataset`` of the split's queries: ``prompt`` (messages), ``query``, ``query_id``."""
+    """A ``datasets.Dataset`` of the split's queries: ``prompt`` (messages), ``query``, ``query_id``;
+    without those in ``exclude_query_ids``, then the first ``limit``."""
     from datasets import Dataset
 
     env = env or LeserEnv(catalog=catalog, data_dir=data_dir, split=split)
@@ -67,8 +71,9 @@ def make_dataset(
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    excluded = set(exclude_query_ids)
     rows = []
-    for query_id in env.query_ids[:limit]:
+    for query_id in [query_id for query_id in env.query_ids if query_id not in excluded][:limit]:
         observation, _ = env.observe(query_id)
         if tokenizer is not None and max_prompt_tokens is not None:
             observation = fit_observation(observation, prompt_tokens, max_prompt_tokens)
@@ -80,7 +85,8 @@ def make_dataset(
             }
         )
     if not rows:
-        raise ValueError(f"no {split} queries in catalog {env.catalog.name!r}")
+        left_out = f" once {len(excluded)} are excluded" if excluded else ""
+        raise ValueError(f"no {env.split} queries in catalog {env.catalog.name!r}{left_out}")
     return Dataset.from_list(rows)
 
 

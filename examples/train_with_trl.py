@@ -25,7 +25,9 @@ from agents.grpo import GRPOAgent
 from agents.grpo import GRPOConfig as OurGRPOConfig
 from agents.model_loading import DEFAULT_MODEL
 from agents.policy import LLMPolicy, PolicyConfig
+from agents.sft import queries_learnt_by
 from agents.trl import LeserReward, make_dataset
+from leser_env.env import LeserEnv
 
 OURS = OurGRPOConfig()
 
@@ -49,9 +51,16 @@ def main() -> None:
     parser.add_argument("--reward", default="default", help="a reward preset: default or paper")
     parser.add_argument("--engine-check", action="store_true", help="drop expansions that match nothing")
     parser.add_argument("--limit", type=int, default=None, help="train queries (default: all)")
+    parser.add_argument(
+        "--skip-warm-up-queries",
+        action="store_true",
+        help="with --init RUN, a warm-up: leave out the train queries it learnt targets for (as our trainers' option)",
+    )
     parser.add_argument("--bf16", action="store_true", help="bfloat16 (GPUs)")
     parser.add_argument("--use-vllm", action="store_true", help="generate with vLLM (where installed)")
     args = parser.parse_args()
+    if args.skip_warm_up_queries and args.init is None:
+        parser.error("--skip-warm-up-queries needs --init RUN, the warm-up whose queries to leave out")
 
     import torch
     from trl import GRPOConfig, GRPOTrainer
@@ -62,8 +71,16 @@ def main() -> None:
     else:
         policy = LLMPolicy(PolicyConfig(model=args.model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank))
     policy.config = replace(policy.config, **settings)  # what evaluation generates with
+    env = LeserEnv(catalog=args.catalog, split="train")
+    learnt = queries_learnt_by(args.init, env) if args.init is not None and args.skip_warm_up_queries else []
+    if args.skip_warm_up_queries:  # an --init that is not a finished warm-up leaves every query in, as ours
+        print(f"leaving out the {len(learnt)} train queries {args.init} learnt targets for")
     dataset = make_dataset(
-        args.catalog, "train", limit=args.limit, tokenizer=policy.tokenizer, max_prompt_tokens=args.max_prompt_tokens
+        env=env,
+        limit=args.limit,
+        tokenizer=policy.tokenizer,
+        max_prompt_tokens=args.max_prompt_tokens,
+        exclude_query_ids=learnt,
     )
     reward = LeserReward(args.catalog, reward=args.reward, engine_check=args.engine_check or None)
     config = GRPOConfig(

@@ -37,6 +37,29 @@ def test_the_dataset_prompt_is_what_our_policy_renders(tiny_policy, env: LeserEn
     assert cut, "the test should exercise the context cut"
 
 
+def test_the_dataset_leaves_out_excluded_queries_before_the_limit(env: LeserEnv) -> None:
+    excluded = env.query_ids[1:4]  # e.g. the queries a warm-up learnt (agents.sft.queries_learnt_by)
+    dataset = make_dataset(env=env, limit=5, exclude_query_ids=excluded)
+    assert dataset["query_id"] == [env.query_ids[0], *env.query_ids[4:8]]
+    with pytest.raises(ValueError, match=f"no train queries in catalog 'synthetic' once {len(env.query_ids)} are"):
+        make_dataset(env=env, exclude_query_ids=env.query_ids)
+
+
+def test_the_example_refuses_to_skip_warm_up_queries_without_a_warm_up() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "examples" / "train_with_trl.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--skip-warm-up-queries"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2 and "--skip-warm-up-queries needs --init RUN" in result.stderr
+
+
 def test_the_reward_scores_each_querys_completions_as_one_group(env: LeserEnv) -> None:
     queries = [env.catalog.queries[qid] for qid in env.query_ids[:2]]
     completions = [
