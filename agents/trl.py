@@ -17,8 +17,8 @@ LESER's reward, with LESER's prompts.
   user messages the environment renders for the query's observation, the same ones our own
   policy is given), ``query`` and ``query_id``. With ``tokenizer`` and ``max_prompt_tokens`` the
   product context is cut line by line to fit, exactly as our policy cuts it. ``exclude_query_ids``
-  leaves queries out, e.g. ``agents.sft.queries_learnt_by(warm_up_run, env)``: what our trainers'
-  ``skip_warm_up_queries`` draws from.
+  leaves queries out, e.g. ``agents.sft.queries_learnt_by(warm_up_run, env)``, the queries our
+  trainers' ``skip_warm_up_queries`` leaves out.
 - ``LeserReward``: a reward function with TRL's signature (``prompts``, ``completions``, the
   dataset's columns as keyword arguments; returns one float per completion). The completions of
   one query are scored as one group through the environment's reward (their searches and
