@@ -268,9 +268,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write throughput.json and throughput.png to this folder")
     parser.add_argument("--plot", type=Path, nargs="+", metavar="REPORT", help="draw saved reports (needs --out)")
     args = parser.parse_args()
+    if args.plot and args.out is None:
+        parser.error("--plot draws into --out DIR/throughput.png; give --out")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
     if args.plot:
-        if args.out is None:
-            parser.error("--plot draws into --out DIR/throughput.png; give --out")
         reports = [json.loads(path.read_text()) for path in args.plot]
         plot(reports, [path.stem.removeprefix("throughput_") for path in args.plot], args.out / "throughput.png")
         print(f"wrote {args.out / 'throughput.png'}")
@@ -306,7 +308,6 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
     }
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
         write_json_atomically(args.out / "throughput.json", report)
         plot([report], [report["model"]], args.out / "throughput.png")
     if args.json:
@@ -370,7 +371,6 @@ def plot(reports: list[dict[str, Any]], names: list[str], path: Path) -> None:
     )
     axis.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(PHASES), fontsize=8, frameon=False)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, "wb") as stream:
         figure.savefig(stream, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)

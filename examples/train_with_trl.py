@@ -71,7 +71,8 @@ def main() -> None:
     else:
         policy = LLMPolicy(PolicyConfig(model=args.model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank))
     policy.config = replace(policy.config, **settings)  # what evaluation generates with
-    env = LeserEnv(catalog=args.catalog, split="train")
+    # One environment for the prompts and the reward (the catalog and its index built once).
+    env = LeserEnv(catalog=args.catalog, split="train", reward=args.reward, engine_check=args.engine_check or None)
     learnt = queries_learnt_by(args.init, env) if args.init is not None and args.skip_warm_up_queries else []
     if args.skip_warm_up_queries:  # an --init that is not a finished warm-up leaves every query in, as ours
         print(f"leaving out the {len(learnt)} train queries {args.init} learnt targets for")
@@ -82,7 +83,7 @@ def main() -> None:
         max_prompt_tokens=args.max_prompt_tokens,
         exclude_query_ids=learnt,
     )
-    reward = LeserReward(args.catalog, reward=args.reward, engine_check=args.engine_check or None)
+    reward = LeserReward(env=env)
     config = GRPOConfig(
         output_dir=str(args.out / "trl"),
         max_steps=args.steps,
