@@ -63,7 +63,7 @@ from scipy.stats import kendalltau
 from agents.baselines import PLACEHOLDER, PseudoRelevanceFeedbackAgent, fit_expansion, lowercase_letter_words
 from agents.evaluate import BOOTSTRAP_RESAMPLES, progress_bar
 from catalogs import Catalog, Split, load_catalog, split_of
-from catalogs.storage import atomic_file, write_atomically, write_json_atomically
+from catalogs.storage import atomic_file, png_figure, write_atomically, write_json_atomically
 from leser_env.actions import validate_expansions
 from leser_env.metrics import interleave, ndcg_at_k, recall
 from leser_env.relevance import grade_range
@@ -354,30 +354,21 @@ def markdown(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> None:
     """Grouped bars: mean tau per gain, one bar per config, 95% intervals as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     configs = list(report["configs"])
     width = 0.8 / len(configs)
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    for index, config in enumerate(configs):
-        stats = [report["configs"][config]["tau"][gain] for gain in GAINS]
-        means = [np.nan if s["mean"] is None else s["mean"] for s in stats]
-        errors = [[0.0 if s["mean"] is None else s["mean"] - s["low"] for s in stats]]
-        errors.append([0.0 if s["mean"] is None else s["high"] - s["mean"] for s in stats])
-        positions = np.arange(len(GAINS)) + (index - (len(configs) - 1) / 2) * width
-        axis.bar(positions, means, width, yerr=errors, capsize=4, label=config)
-    axis.set_xticks(np.arange(len(GAINS)), [f"{gain}: {GAIN_LABELS[gain]}" for gain in GAINS])
-    axis.axhline(0, color="black", linewidth=0.6)
-    axis.set_ylabel("mean Kendall tau-b (reward vs human gain)")
-    axis.set_title(f"{report['catalog']} ({report['split']}, {report['labelled_queries']} labelled queries)")
-    axis.legend()
-    figure.tight_layout()
-    with atomic_file(path, "wb") as stream:
-        figure.savefig(stream, format="png", dpi=110)
-    plt.close(figure)
+    with png_figure(path, figsize=(8, 4.5)) as (_, axis):
+        for index, config in enumerate(configs):
+            stats = [report["configs"][config]["tau"][gain] for gain in GAINS]
+            means = [np.nan if s["mean"] is None else s["mean"] for s in stats]
+            errors = [[0.0 if s["mean"] is None else s["mean"] - s["low"] for s in stats]]
+            errors.append([0.0 if s["mean"] is None else s["high"] - s["mean"] for s in stats])
+            positions = np.arange(len(GAINS)) + (index - (len(configs) - 1) / 2) * width
+            axis.bar(positions, means, width, yerr=errors, capsize=4, label=config)
+        axis.set_xticks(np.arange(len(GAINS)), [f"{gain}: {GAIN_LABELS[gain]}" for gain in GAINS])
+        axis.axhline(0, color="black", linewidth=0.6)
+        axis.set_ylabel("mean Kendall tau-b (reward vs human gain)")
+        axis.set_title(f"{report['catalog']} ({report['split']}, {report['labelled_queries']} labelled queries)")
+        axis.legend()
 
 
 def print_audit(report: dict, console: Console) -> None:

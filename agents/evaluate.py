@@ -20,7 +20,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agents.base import Agent
-from catalogs.storage import atomic_file, write_atomically, write_json_atomically
+from catalogs.storage import atomic_file, png_figure, write_atomically, write_json_atomically
 from leser_env.env import LeserEnv
 from leser_env.reward import RewardConfig
 
@@ -289,35 +289,26 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], episodes: dict
 
 def plot_comparison(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     """One bar chart per metric, agents side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(summaries)
-    figure, axes = plt.subplots(2, 3, figsize=(13, 7))
-    colours = plt.cm.tab10(np.arange(len(names)) % 10)
-    for axis, key in zip(axes.ravel(), PLOTTED, strict=True):
-        values = [summaries[name].get(key) for name in names]
-        heights = [0.0 if value is None else value for value in values]
-        bars = axis.bar(names, heights, color=colours)
-        for bar, value in zip(bars, values, strict=True):
-            axis.annotate(
-                "n/a" if value is None else _format(value, METRICS[key][1]),
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                ha="center",
-                va="bottom" if bar.get_height() >= 0 else "top",
-                fontsize=8,
-            )
-        axis.set_title(METRICS[key][0], fontsize=10)
-        axis.axhline(0, color="black", linewidth=0.6)
-        axis.tick_params(axis="x", labelrotation=30, labelsize=8)
     first = next(iter(summaries.values()))
-    figure.suptitle(f"{first['catalog']} ({first['split']}, {first['queries']} queries)")
-    figure.tight_layout()
-    with atomic_file(path, "wb") as stream:
-        figure.savefig(stream, format="png", dpi=110)
-    plt.close(figure)
+    with png_figure(path, nrows=2, ncols=3, figsize=(13, 7)) as (figure, axes):
+        colours = [f"C{index % 10}" for index in range(len(names))]  # matplotlib's default cycle
+        for axis, key in zip(axes.ravel(), PLOTTED, strict=True):
+            values = [summaries[name].get(key) for name in names]
+            heights = [0.0 if value is None else value for value in values]
+            bars = axis.bar(names, heights, color=colours)
+            for bar, value in zip(bars, values, strict=True):
+                axis.annotate(
+                    "n/a" if value is None else _format(value, METRICS[key][1]),
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom" if bar.get_height() >= 0 else "top",
+                    fontsize=8,
+                )
+            axis.set_title(METRICS[key][0], fontsize=10)
+            axis.axhline(0, color="black", linewidth=0.6)
+            axis.tick_params(axis="x", labelrotation=30, labelsize=8)
+        figure.suptitle(f"{first['catalog']} ({first['split']}, {first['queries']} queries)")
     return path
 
 

@@ -43,6 +43,7 @@ from agents.policy import LLMPolicy, PolicyConfig
 from catalogs.storage import (
     atomic_file,
     file_digest,
+    png_figure,
     recover_directory,
     replace_directory,
     tree_digests,
@@ -422,11 +423,6 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: st
     """Reward, validity, KL and entropy against the step, smoothed by a short moving average."""
     if not records:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [r["step"] for r in records]
     panels = [
         ("reward_mean", "mean reward"),
@@ -434,22 +430,18 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: st
         ("kl", "KL to reference"),
         ("entropy", "entropy (nats/token)"),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(16, 3.6))
-    for axis, (key, label) in zip(axes, panels, strict=True):
-        values = np.array([r.get(key, np.nan) for r in records], dtype=float)
-        axis.plot(steps, values, color="#9bb7e0", linewidth=1, label="per step")
-        window = max(1, len(values) // 10)
-        if window > 1:
-            smooth = np.convolve(np.nan_to_num(values), np.ones(window) / window, mode="valid")
-            axis.plot(steps[window - 1 :], smooth, color="#1f4e9c", linewidth=2, label=f"mean of {window}")
-        axis.set_title(label, fontsize=10)
-        axis.set_xlabel("step")
-    axes[0].legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    with atomic_file(path, "wb") as stream:
-        figure.savefig(stream, format="png", dpi=110)
-    plt.close(figure)
+    with png_figure(path, ncols=len(panels), figsize=(16, 3.6)) as (figure, axes):
+        for axis, (key, label) in zip(axes, panels, strict=True):
+            values = np.array([r.get(key, np.nan) for r in records], dtype=float)
+            axis.plot(steps, values, color="#9bb7e0", linewidth=1, label="per step")
+            window = max(1, len(values) // 10)
+            if window > 1:
+                smooth = np.convolve(np.nan_to_num(values), np.ones(window) / window, mode="valid")
+                axis.plot(steps[window - 1 :], smooth, color="#1f4e9c", linewidth=2, label=f"mean of {window}")
+            axis.set_title(label, fontsize=10)
+            axis.set_xlabel("step")
+        axes[0].legend(fontsize=8)
+        figure.suptitle(title)
     return path
 
 

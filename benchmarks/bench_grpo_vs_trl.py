@@ -53,7 +53,7 @@ from agents import grpo
 from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
 from agents.policy import LLMPolicy, PolicyConfig
 from agents.trl import LeserReward
-from catalogs.storage import atomic_file, write_json_atomically
+from catalogs.storage import png_figure, write_json_atomically
 from leser_env.env import LeserEnv
 from leser_env.prompt import render_messages
 
@@ -340,11 +340,6 @@ PHASES = ("generation", "forward", "backward", "reward")  # a step's parts, in t
 
 def plot(reports: list[dict[str, Any]], names: list[str], path: Path) -> None:
     """Seconds per step of TRL's and ours, one pair of stacked bars (by phase) per report."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels, bars = [], []
     for name, report in zip(names, reports, strict=True):
         setting = f"{report['weights']}, {report['device']}, {report['dtype']}"
@@ -353,27 +348,23 @@ def plot(reports: list[dict[str, Any]], names: list[str], path: Path) -> None:
             bars.append([report["seconds_per_step"][side][phase] for phase in PHASES])
     seconds = np.array(bars)
     rows = np.arange(len(labels))[::-1]  # the first report on top
-    figure, axis = plt.subplots(figsize=(10, 1.5 + 0.45 * len(labels)))
-    left = np.zeros(len(labels))
-    for column, phase in enumerate(PHASES):
-        axis.barh(rows, seconds[:, column], left=left, height=0.7, label=phase)
-        left += seconds[:, column]
-    for row, total in zip(rows, left, strict=True):
-        axis.text(total, row, f" {total:.2f} s", va="center", fontsize=8)
-    axis.set_yticks(rows, labels, fontsize=8)
-    axis.set_xlim(0, left.max() * 1.15)
-    axis.set_xlabel("seconds per GRPO step (mean of the measured steps)")
-    axis.set_title(
-        f"GRPO step, ours against TRL's: {PROMPTS} prompts x {GROUP} completions x <= {NEW_TOKENS} tokens",
-        loc="left",
-        fontsize=10,
-        pad=22,
-    )
-    axis.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(PHASES), fontsize=8, frameon=False)
-    figure.tight_layout()
-    with atomic_file(path, "wb") as stream:
-        figure.savefig(stream, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    with png_figure(path, bbox_inches="tight", figsize=(10, 1.5 + 0.45 * len(labels))) as (_, axis):
+        left = np.zeros(len(labels))
+        for column, phase in enumerate(PHASES):
+            axis.barh(rows, seconds[:, column], left=left, height=0.7, label=phase)
+            left += seconds[:, column]
+        for row, total in zip(rows, left, strict=True):
+            axis.text(total, row, f" {total:.2f} s", va="center", fontsize=8)
+        axis.set_yticks(rows, labels, fontsize=8)
+        axis.set_xlim(0, left.max() * 1.15)
+        axis.set_xlabel("seconds per GRPO step (mean of the measured steps)")
+        axis.set_title(
+            f"GRPO step, ours against TRL's: {PROMPTS} prompts x {GROUP} completions x <= {NEW_TOKENS} tokens",
+            loc="left",
+            fontsize=10,
+            pad=22,
+        )
+        axis.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(PHASES), fontsize=8, frameon=False)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from agents.precompute import load_agent, precompute
 from agents.serve import ExpansionService, serve_in_thread
 from agents.store import ExpansionStore
 from catalogs import load_catalog
-from catalogs.storage import atomic_file, write_atomically, write_json_atomically
+from catalogs.storage import png_figure, write_atomically, write_json_atomically
 from leser_env.env import LeserEnv
 
 
@@ -172,24 +172,16 @@ def main() -> None:
 
 
 def plot(rows: dict[str, dict[str, Any]], path: Path, catalog: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """p50, p95 and p99 latency of each mode, log scale."""
     names = list(rows)
-    figure, axis = plt.subplots(figsize=(9, 3.8))
-    for offset, key in enumerate(("p50_ms", "p95_ms", "p99_ms")):
-        axis.barh(np.arange(len(names)) + offset * 0.27, [rows[n][key] for n in names], height=0.27, label=key)
-    axis.set_yticks(np.arange(len(names)) + 0.27, names)
-    axis.set_xscale("log")
-    axis.set_xlabel("milliseconds (log scale)")
-    axis.set_title(f"serving latency on {catalog}")
-    axis.legend()
-    figure.tight_layout()
-    with atomic_file(path, "wb") as stream:
-        figure.savefig(stream, format="png", dpi=110)
-    plt.close(figure)
+    with png_figure(path, figsize=(9, 3.8)) as (_, axis):
+        for offset, key in enumerate(("p50_ms", "p95_ms", "p99_ms")):
+            axis.barh(np.arange(len(names)) + offset * 0.27, [rows[n][key] for n in names], height=0.27, label=key)
+        axis.set_yticks(np.arange(len(names)) + 0.27, names)
+        axis.set_xscale("log")
+        axis.set_xlabel("milliseconds (log scale)")
+        axis.set_title(f"serving latency on {catalog}")
+        axis.legend()
 
 
 if __name__ == "__main__":

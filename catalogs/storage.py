@@ -4,6 +4,8 @@ directories, and caches verified by content hash.
 - ``atomic_file`` / ``write_atomically`` / ``write_json_atomically``: write through a temporary
   file in the same directory and rename it over the target, so a crash or a kill never leaves
   half a file; the target is either the old content or the new.
+- ``png_figure(path, ...)``: a matplotlib figure (headless) that the block draws on and that is
+  written to ``path`` as a PNG through ``atomic_file`` when it ends; every plot the project writes.
 - ``replace_directory(staging, target)``: the target moves aside to ``.NAME.old``, the staging
   directory takes its place, the old copy is removed. A kill at any instant leaves either the old
   or the new directory readable: ``recover_directory(target)`` (called by every reader) puts the
@@ -67,6 +69,30 @@ def write_json_atomically(path: str | Path, payload: Any, indent: int | None = 2
     """Write ``payload`` as JSON through ``atomic_file``; ASCII with escapes, so any text (a lone
     surrogate from undecodable input included) is written and read back unchanged."""
     write_atomically(path, json.dumps(payload, indent=indent) + "\n")
+
+
+@contextlib.contextmanager
+def png_figure(
+    path: str | Path, *, dpi: int = 110, bbox_inches: str | None = None, **subplots: Any
+) -> Iterator[tuple[Any, Any]]:
+    """``(figure, axes)`` from ``matplotlib.pyplot.subplots(**subplots)`` on the headless Agg
+    backend; when the block succeeds the figure is laid out (``tight_layout``) and written to
+    ``path`` as a PNG through ``atomic_file`` (``bbox_inches="tight"`` also fits the image to what
+    was drawn outside the axes). The figure is closed either way, so a long run that plots at every
+    checkpoint does not accumulate figures, and an error while drawing leaves ``path`` as it was."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(**subplots)
+    try:
+        yield figure, axes
+        figure.tight_layout()
+        with atomic_file(path, "wb") as stream:
+            figure.savefig(stream, format="png", dpi=dpi, bbox_inches=bbox_inches)
+    finally:
+        plt.close(figure)
 
 
 def _aside(target: Path) -> Path:

@@ -40,7 +40,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from catalogs import Catalog, Split, cache_dir
-from catalogs.storage import atomic_file, cached_directory, write_json_atomically
+from catalogs.storage import cached_directory, png_figure, write_json_atomically
 from leser_env.features import FEATURE_NAMES, FEATURE_VERSION, FeatureExtractor, fold_of
 from leser_env.metrics import ndcg_at_k
 
@@ -229,22 +229,14 @@ class RelevanceModel:
         return {name: float(gain) / total for name, gain in zip(FEATURE_NAMES, gains, strict=True)}
 
     def plot_feature_importance(self, path: str | Path) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        """A PNG of ``feature_importance``, largest at the top."""
         importance = sorted(self.feature_importance().items(), key=lambda item: item[1])
-        figure, axis = plt.subplots(figsize=(7, 6))
-        axis.barh([name for name, _ in importance], [value for _, value in importance], color="#4472c4")
-        axis.set_xlabel("share of total split gain")
-        axis.set_title(f"relevance model ({self.objective}) features: {self.catalog.name}")
-        figure.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=120)
-        plt.close(figure)
+        with png_figure(path, dpi=120, figsize=(7, 6)) as (_, axis):
+            axis.barh([name for name, _ in importance], [value for _, value in importance], color="#4472c4")
+            axis.set_xlabel("share of total split gain")
+            axis.set_title(f"relevance model ({self.objective}) features: {self.catalog.name}")
         return path
 
 

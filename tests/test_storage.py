@@ -17,6 +17,7 @@ from catalogs.storage import (
     atomic_file,
     cached_directory,
     file_digest,
+    png_figure,
     recover_directory,
     replace_directory,
     write_json_atomically,
@@ -36,6 +37,24 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_pa
         raise RuntimeError("killed mid-write")
     assert target.read_text(encoding="utf-8") == '{\n  "step": 1,\n  "name": "caf\\u00e9"\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_a_png_figure_is_written_whole_or_not_at_all_and_always_closed(tmp_path: Path) -> None:
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    target = tmp_path / "curve.png"
+    with png_figure(target, ncols=2, figsize=(4, 2)) as (figure, axes):
+        assert len(axes) == 2 and matplotlib.get_backend().lower() == "agg"  # headless
+        axes[0].plot([0, 1], [1, 0])
+        figure.suptitle("a curve")
+    first = target.read_bytes()
+    assert first.startswith(b"\x89PNG\r\n\x1a\n") and len(first) > 1000
+    with pytest.raises(ValueError), png_figure(target, bbox_inches="tight") as (_, axis):
+        axis.plot([0, 1], [0, 1])
+        raise ValueError("a bad value while drawing")
+    assert target.read_bytes() == first and [p.name for p in tmp_path.iterdir()] == ["curve.png"]
+    assert plt.get_fignums() == []  # both figures closed, the failed one included
 
 
 def test_a_directory_swap_interrupted_at_either_step_is_recovered(tmp_path: Path) -> None:
