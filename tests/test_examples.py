@@ -44,3 +44,29 @@ def test_train_with_trl_runs_trls_trainer_and_writes_a_leser_run(tiny_model_dir:
     output = run("train_with_trl.py", *args, "--lora-rank", "4", "--out", str(out))
     assert "1 steps; mean reward per step: -2.000" in output  # a random tiny model writes no valid action
     assert agents.load(out).name == "grpo" and (out / "policy" / "adapter_model.safetensors").is_file()
+
+
+def test_train_with_trl_from_a_warm_up_leaves_out_the_queries_it_learnt(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import agents
+    from agents import sft
+    from agents.policy import PolicyConfig
+    from leser_env.env import LeserEnv
+
+    pytest.importorskip("trl", reason="the trl extra: pip install -e '.[trl]'")
+    env = LeserEnv(catalog="synthetic", split="train")
+    policy_config = PolicyConfig(model=str(tiny_model_dir), max_new_tokens=4, max_prompt_tokens=256, lora_rank=4)
+    warm_up = tmp_path / "sft"
+    sft.run(
+        sft.SFTConfig(examples=8, per_device_train_batch_size=8),
+        env,
+        warm_up,
+        policy_config=policy_config,
+        validation_queries=1,
+        progress=False,
+    )
+    assert len(sft.queries_learnt_by(warm_up, env)) == 8
+    out = tmp_path / "trl-run"
+    args = ["--init", str(warm_up), "--skip-warm-up-queries", "--steps", "1", "--limit", "2"]
+    output = run("train_with_trl.py", *args, "--max-completion-length", "8", "--out", str(out))
+    assert f"leaving out the 8 train queries {warm_up} learnt targets for" in output
+    assert "1 steps; mean reward per step:" in output and agents.load(out).name == "grpo"
