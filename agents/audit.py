@@ -61,7 +61,8 @@ from rich.table import Table
 from scipy.stats import kendalltau
 
 from agents.baselines import PLACEHOLDER, PseudoRelevanceFeedbackAgent, fit_expansion, lowercase_letter_words
-from agents.evaluate import BOOTSTRAP_RESAMPLES, progress_bar
+from agents.evaluate import BOOTSTRAP_RESAMPLES
+from agents.progress import progress_bar
 from catalogs import Catalog, Split, load_catalog, split_of
 from catalogs.storage import atomic_file, png_figure, write_atomically, write_json_atomically
 from leser_env.actions import validate_expansions

@@ -604,8 +604,8 @@ def precompute_command(
     as_json: JsonOption = False,
 ) -> None:
     """Generate, score and store expansions for many queries; a stopped run resumes where it stopped."""
-    from agents.evaluate import progress_bar
     from agents.precompute import precompute, read_queries
+    from agents.progress import progress_bar
     from agents.store import StoreError
 
     if (checkpoint is None) == (agent is None):

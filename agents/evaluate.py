@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agents.base import Agent
+from agents.progress import progress_bar
 from catalogs.storage import atomic_file, png_figure, write_atomically, write_json_atomically
 from leser_env.env import LeserEnv
 from leser_env.reward import RewardConfig
@@ -326,15 +326,3 @@ def _format(value: Any, style: str) -> str:
     if value is None:
         return "n/a"
     return style.format(value)
-
-
-def progress_bar(enabled: bool) -> Progress:
-    """The progress bar every long job shows (description, bar, count, elapsed, remaining)."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )

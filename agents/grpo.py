@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from agents.base import register
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
+from agents.progress import progress_bar
 from agents.training import (
     RunLog,
     episode_stats,
@@ -265,7 +265,7 @@ def train(
     if resume and has_checkpoint(out):
         start, records, _ = load_checkpoint(out, optimizer, env.np_random, total_steps=config.max_steps)
     log = RunLog(out, records)
-    with Progress(disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("GRPO", total=config.max_steps, completed=start)
         for step in range(start, config.max_steps):
             samples, rewards, infos = collect(policy, env, config, query_ids)

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from agents.base import register
 from agents.grpo import draw_queries
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
+from agents.progress import progress_bar
 from agents.training import (
     RunLog,
     episode_stats,
@@ -263,7 +263,7 @@ def train(
         start, records, extra = load_checkpoint(out, optimizer, env.np_random, total_steps=config.max_steps)
         value_head.load_state_dict(extra["value_head"])
     log = RunLog(out, records)
-    with Progress(disable=not progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("PPO", total=config.max_steps, completed=start)
         for step in range(start, config.max_steps):
             samples, rewards, infos, batch = collect(policy, value_head, env, config, query_ids)

@@ -49,12 +49,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import track
 
 from agents.base import register
 from agents.baselines import PseudoRelevanceFeedbackAgent
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig
+from agents.progress import progress_bar, track
 from agents.training import RunLog, has_checkpoint, load_checkpoint, register_trainer, save_checkpoint, start_policy
 from catalogs import Split
 from catalogs.storage import write_json_atomically
@@ -125,7 +125,7 @@ def build_examples(
     feedback = PseudoRelevanceFeedbackAgent(env.catalog_spec, env.data_dir)
     examples = []
     query_ids = warm_up_query_ids(env, count, seed)
-    for query_id in track(query_ids, description="warm-up targets", total=len(query_ids), disable=not progress):
+    for query_id in track(query_ids, "warm-up targets", enabled=progress):
         observation, _ = env.observe(query_id)
         query = observation["query"]
         shown = set(WORD.findall(f"{query} {observation['context']} {observation['evidence']}".lower()))
@@ -245,7 +245,7 @@ def format_valid_rate(
     """Share of greedy completions that parse as a valid action (the paper's first measurement)."""
     valid = 0
     starts = range(0, len(observations), batch_size)
-    for start in track(starts, description=description, total=len(starts), disable=not progress):
+    for start in track(starts, description, enabled=progress):
         texts = policy.act(observations[start : start + batch_size])
         valid += sum(parse_action(text, policy.limits).valid for text in texts)
     return valid / max(len(observations), 1)
@@ -289,17 +289,18 @@ def train(
         start, records, _ = load_checkpoint(out, optimizer, total_steps=len(steps))
     log = RunLog(out, records)
     policy.model.train()
-    for step in track(
-        range(start, len(steps)), description="SFT warm-up", disable=not progress, total=len(steps), completed=start
-    ):
-        loss = sft_loss(policy, [examples[i] for i in steps[step]])
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), 1.0)
-        optimizer.step()
-        log.add({"step": step + 1, "loss": loss.item()})
-        if (step + 1) % config.save_steps == 0 or step + 1 == len(steps):
-            save_checkpoint(out, policy, optimizer, step + 1, asdict(config), log)
+    with progress_bar(progress) as bar:
+        task = bar.add_task("SFT warm-up", total=len(steps), completed=start)
+        for step in range(start, len(steps)):
+            loss = sft_loss(policy, [examples[i] for i in steps[step]])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), 1.0)
+            optimizer.step()
+            log.add({"step": step + 1, "loss": loss.item()})
+            if (step + 1) % config.save_steps == 0 or step + 1 == len(steps):
+                save_checkpoint(out, policy, optimizer, step + 1, asdict(config), log)
+            bar.update(task, advance=1, description=f"SFT warm-up loss {loss.item():.3f}")
     log.close()
     return {"steps": len(steps), "final_loss": log.records[-1]["loss"] if log.records else None, "log": log.records}
 

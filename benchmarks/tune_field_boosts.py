@@ -15,9 +15,9 @@ import json
 import random
 
 from rich.console import Console
-from rich.progress import track
 from rich.table import Table
 
+from agents.progress import track
 from catalogs import Split, load_catalog
 from leser_env.metrics import ndcg_at_k
 from leser_env.search import FieldBoosts, SearchEngine
@@ -42,7 +42,7 @@ def main() -> None:
     if len(catalog.products) and not any(p.description or p.category or p.attributes for p in catalog.products[:1000]):
         grid = [FieldBoosts()]  # titles only: boosts cannot change the order
     rows = []
-    for boosts in track(grid, description=f"boost grid on {catalog.name}", disable=args.json):
+    for boosts in track(grid, f"boost grid on {catalog.name}", enabled=not args.json):
         scorer = engine.with_boosts(boosts)
         texts = [catalog.queries[qid] for qid in query_ids]
         results = scorer.search_many(texts, k=10, mode="or")

@@ -1,0 +1,108 @@
+"""The progress display every long job shows (evaluation, training, the audit, precompute).
+
+On a terminal: a live bar with the job's description, the count, time elapsed and time left.
+Into a file (a job under ``nohup``, a batch scheduler's log, CI): a plain line per task at most
+every ``LOG_INTERVAL_SECONDS`` and one when it finishes, e.g.
+``GRPO reward +1.234 valid 98%: 12/40 (0:26:01 elapsed, about 0:59:40 left)``. Rich alone draws a
+bar into a file only when the job stops, so a two-hour training run would show nothing until its
+end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sized
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    get_console,
+)
+
+LOG_INTERVAL_SECONDS = 60.0
+Item = TypeVar("Item")
+
+
+class JobProgress(Progress):
+    """A rich ``Progress`` that, when its console is not a terminal, also writes the plain lines
+    described in the module docstring (and no bar at the end); ``enabled=False`` shows nothing."""
+
+    def __init__(
+        self, enabled: bool = True, console: Console | None = None, log_interval: float = LOG_INTERVAL_SECONDS
+    ) -> None:
+        console = console or get_console()
+        self.logs_lines = enabled and not console.is_terminal
+        super().__init__(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not enabled or self.logs_lines,  # into a file: the lines only, no bar drawn at the end
+        )
+        self.log_interval = log_interval
+        self.last_line: dict[TaskID, float] = {}  # when each task's last line was written
+        self.finished_lines: set[TaskID] = set()
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self.last_line[task_id] = time.monotonic()
+        return task_id
+
+    def update(self, task_id: TaskID, *args: Any, **kwargs: Any) -> None:
+        super().update(task_id, *args, **kwargs)
+        self.write_line(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self.write_line(task_id)
+
+    def write_line(self, task_id: TaskID) -> None:
+        """The task's plain line, when lines are written and one is due."""
+        if not self.logs_lines:
+            return
+        with self._lock:
+            task = self._tasks[task_id]
+            now = time.monotonic()
+            if task_id in self.finished_lines:
+                return
+            if not task.finished and now - self.last_line.get(task_id, now) < self.log_interval:
+                return
+            self.last_line[task_id] = now
+            if task.finished:
+                self.finished_lines.add(task_id)
+            count = f"{task.completed:,.0f}" + ("" if task.total is None else f"/{task.total:,.0f}")
+            timing = f"{_clock(task.elapsed)} elapsed"
+            if not task.finished and task.time_remaining is not None:
+                timing += f", about {_clock(task.time_remaining)} left"
+            line = f"{task.description}: {count} ({timing})"
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _clock(seconds: float | None) -> str:
+    return str(timedelta(seconds=round(seconds or 0.0)))
+
+
+def progress_bar(enabled: bool = True) -> JobProgress:
+    """The progress display for a job (``with progress_bar(...) as bar: task = bar.add_task(...)``)."""
+    return JobProgress(enabled)
+
+
+def track(items: Iterable[Item], description: str, total: int | None = None, enabled: bool = True) -> Iterator[Item]:
+    """``items`` one by one, with the job's progress display (``total``: ``len(items)`` where it has one)."""
+    if total is None and isinstance(items, Sized):
+        total = len(items)
+    with progress_bar(enabled) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
