@@ -10,8 +10,7 @@ end.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -28,6 +27,7 @@ from rich.progress import (
 )
 
 LOG_INTERVAL_SECONDS = 60.0
+SPEED_WINDOW_SECONDS = 900.0  # the bar's time-left estimate averages this long: a GRPO step takes minutes on a CPU
 Item = TypeVar("Item")
 
 
@@ -36,7 +36,11 @@ class JobProgress(Progress):
     described in the module docstring (and no bar at the end); ``enabled=False`` shows nothing."""
 
     def __init__(
-        self, enabled: bool = True, console: Console | None = None, log_interval: float = LOG_INTERVAL_SECONDS
+        self,
+        enabled: bool = True,
+        console: Console | None = None,
+        log_interval: float = LOG_INTERVAL_SECONDS,
+        get_time: Callable[[], float] | None = None,
     ) -> None:
         console = console or get_console()
         self.logs_lines = enabled and not console.is_terminal
@@ -48,14 +52,18 @@ class JobProgress(Progress):
             TimeRemainingColumn(),
             console=console,
             disable=not enabled or self.logs_lines,  # into a file: the lines only, no bar drawn at the end
+            speed_estimate_period=SPEED_WINDOW_SECONDS,
+            get_time=get_time,
         )
         self.log_interval = log_interval
         self.last_line: dict[TaskID, float] = {}  # when each task's last line was written
+        self.completed_at_start: dict[TaskID, float] = {}  # a resumed job starts part-way
         self.finished_lines: set[TaskID] = set()
 
     def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
         task_id = super().add_task(description, *args, **kwargs)
-        self.last_line[task_id] = time.monotonic()
+        self.last_line[task_id] = self.get_time()
+        self.completed_at_start[task_id] = self._tasks[task_id].completed
         return task_id
 
     def update(self, task_id: TaskID, *args: Any, **kwargs: Any) -> None:
@@ -72,7 +80,7 @@ class JobProgress(Progress):
             return
         with self._lock:
             task = self._tasks[task_id]
-            now = time.monotonic()
+            now = self.get_time()
             if task_id in self.finished_lines:
                 return
             if not task.finished and now - self.last_line.get(task_id, now) < self.log_interval:
@@ -82,8 +90,11 @@ class JobProgress(Progress):
                 self.finished_lines.add(task_id)
             count = f"{task.completed:,.0f}" + ("" if task.total is None else f"/{task.total:,.0f}")
             timing = f"{_clock(task.elapsed)} elapsed"
-            if not task.finished and task.time_remaining is not None:
-                timing += f", about {_clock(task.time_remaining)} left"
+            done_here = task.completed - self.completed_at_start[task_id]
+            if not task.finished and task.total is not None and done_here > 0 and task.elapsed:
+                # The mean rate since the job started: steady for jobs of few long steps, where rich's
+                # own estimate (samples within SPEED_WINDOW_SECONDS) may have none to go on.
+                timing += f", about {_clock((task.total - task.completed) * task.elapsed / done_here)} left"
             line = f"{task.description}: {count} ({timing})"
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
