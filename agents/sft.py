@@ -297,10 +297,11 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), 1.0)
             optimizer.step()
-            log.add({"step": step + 1, "loss": loss.item()})
+            loss_value = loss.item()
+            log.add({"step": step + 1, "loss": loss_value})
             if (step + 1) % config.save_steps == 0 or step + 1 == len(steps):
                 save_checkpoint(out, policy, optimizer, step + 1, asdict(config), log)
-            bar.update(task, advance=1, description=f"SFT warm-up loss {loss.item():.3f}")
+            bar.update(task, advance=1, description=f"SFT warm-up loss {loss_value:.3f}")
     log.close()
     return {"steps": len(steps), "final_loss": log.records[-1]["loss"] if log.records else None, "log": log.records}
 

@@ -73,8 +73,9 @@ def main() -> None:
     policy.config = replace(policy.config, **settings)  # what evaluation generates with
     # One environment for the prompts and the reward (the catalog and its index built once).
     env = LeserEnv(catalog=args.catalog, split="train", reward=args.reward, engine_check=args.engine_check or None)
-    learnt = queries_learnt_by(args.init, env) if args.init is not None and args.skip_warm_up_queries else []
-    if args.skip_warm_up_queries:  # an --init that is not a finished warm-up leaves every query in, as ours
+    learnt: list[str] = []
+    if args.skip_warm_up_queries:  # with --init (checked above); not a finished warm-up: every query stays, as ours
+        learnt = queries_learnt_by(args.init, env)
         print(f"leaving out the {len(learnt)} train queries {args.init} learnt targets for")
     dataset = make_dataset(
         env=env,
