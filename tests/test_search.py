@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import os
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -206,7 +205,7 @@ def test_corrupt_index_is_detected_and_rebuilt(tiny_catalog: Catalog, tmp_path: 
 
 def test_an_interrupted_build_never_opens(tiny_catalog: Catalog, tmp_path: Path) -> None:
     engine = SearchEngine(tiny_catalog, cache=tmp_path)
-    shutil.rmtree(engine.index_path)
+    engine.index_path.rename(tmp_path / "the-old-index")  # not rmtree: the open reader polls it
     engine.index_path.mkdir()
     (engine.index_path / "meta.json").write_text("{}")  # what a build killed midway might leave
     assert SearchEngine(tiny_catalog, cache=tmp_path).rebuilt
