@@ -24,6 +24,16 @@ Per optimizer step:
    log-probabilities for several updates.
 An invalid completion simply gets the format penalty as its reward: it flows through training
 like any other sample.
+
+With ``off_policy_guide`` (an agent's name, e.g. "prf"), each group gets one more completion:
+that agent's expansion set for the query, written as the warm-up writes its targets
+(``agents.sft.target_action``). It is scored with the group, counts in the group's mean and is
+trained on with the same clipped surrogate, its sampling-time log-probabilities being the
+current policy's (LUFFY, Yan et al. 2025, "Learning to Reason under Off-Policy Guidance"). Where
+the guide's set beats the policy's samples the policy is pulled towards it, where the samples
+beat it they are pushed up and it down; where they write the same set nothing moves. The logged
+rewards are the policy's samples only; ``guide_reward`` and ``guide_advantage`` say how the guide
+fared.
 """
 
 from __future__ import annotations
@@ -36,10 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import register
+from agents.base import Agent, make, register
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
 from agents.progress import progress_bar
+from agents.sft import target_action
 from agents.training import (
     RunLog,
     episode_stats,
@@ -50,10 +61,12 @@ from agents.training import (
     run_rl_stage,
     save_checkpoint,
 )
+from leser_env.actions import parse_action
 from leser_env.config_ranges import NON_NEGATIVE, POSITIVE, Range, check_ranges
 from leser_env.env import LeserEnv
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+GUIDE_AGENTS = ("prf",)  # agents that need no trained checkpoint and write real expansions
 SCALE_REWARDS = ("none", "group", "batch")
 
 
@@ -77,6 +90,9 @@ class GRPOConfig:
     # Started from a warm-up (--init): draw only train queries it learnt no target for. Off by
     # default: measured level with drawing from all of them (see the README's Results).
     skip_warm_up_queries: bool = False
+    # An agent (e.g. "prf") whose expansion set joins every group as one more completion (see the
+    # module docstring); "" for none.
+    off_policy_guide: str = ""
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -105,6 +121,10 @@ class GRPOConfig:
             raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, not {self.loss_type!r}")
         if self.scale_rewards not in SCALE_REWARDS:
             raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, not {self.scale_rewards!r}")
+        if self.off_policy_guide and self.off_policy_guide not in GUIDE_AGENTS:
+            raise ValueError(
+                f"off_policy_guide must be one of {', '.join(GUIDE_AGENTS)} (or empty), not {self.off_policy_guide!r}"
+            )
 
 
 def group_advantages(rewards: np.ndarray, scale_rewards: str = "none") -> np.ndarray:
@@ -164,9 +184,15 @@ def draw_queries(env: LeserEnv, count: int, query_ids: Sequence[str] | None = No
 
 
 def collect(
-    policy: LLMPolicy, env: LeserEnv, config: GRPOConfig, query_ids: Sequence[str] | None = None
+    policy: LLMPolicy,
+    env: LeserEnv,
+    config: GRPOConfig,
+    query_ids: Sequence[str] | None = None,
+    guide: Agent | None = None,
 ) -> tuple[Samples, np.ndarray, list[dict[str, Any]]]:
-    """Sample groups for train queries drawn from ``query_ids`` and score each group with the environment."""
+    """Sample groups for train queries drawn from ``query_ids`` and score each group with the
+    environment; with a ``guide``, its completion is the last of each group (``Samples.n`` is then
+    ``num_generations`` + 1)."""
     query_ids = draw_queries(env, config.queries_per_step, query_ids)
     observations = [env.observe(query_id)[0] for query_id in query_ids]
     samples = policy.sample(
@@ -175,9 +201,46 @@ def collect(
         temperature=config.temperature,
         max_new_tokens=config.max_completion_length,
     )
+    if guide is not None:
+        samples = with_guide_completions(policy, samples, guide_texts(guide, observations, policy), config)
     queries = [(observation["query"], query_id) for observation, query_id in zip(observations, query_ids, strict=True)]
-    rewards, infos = score_groups(env, queries, samples.texts, config.num_generations)
+    rewards, infos = score_groups(env, queries, samples.texts, samples.n)
     return samples, rewards, infos
+
+
+def guide_texts(guide: Agent, observations: Sequence[dict[str, Any]], policy: LLMPolicy) -> list[str]:
+    """The guide's expansion set for each observation, written as a warm-up target."""
+    texts = []
+    for observation, action in zip(observations, guide.act(observations), strict=True):
+        query = observation["query"]
+        expansions = parse_action(action, policy.limits).expansions
+        texts.append(target_action([text for text in expansions if text.casefold() != query.casefold()], query))
+    return texts
+
+
+def with_guide_completions(policy: LLMPolicy, samples: Samples, texts: Sequence[str], config: GRPOConfig) -> Samples:
+    """``samples`` with one more completion per prompt, ``texts[p]`` after prompt p's own, and the
+    current policy's log-probabilities of its tokens as its sampling-time ones. A text longer than
+    ``max_completion_length`` tokens is cut there and scored as cut, as a sample would be."""
+    ids = [
+        policy.tokenizer(text + policy.stop_token, add_special_tokens=False)["input_ids"][
+            : config.max_completion_length
+        ]
+        for text in texts
+    ]
+    logprobs = policy.completion_logprobs(samples.prompt_ids, ids, grad=False)
+    n = samples.n
+
+    def interleave(own: Sequence[Any], guide: Sequence[Any]) -> list[Any]:
+        return [item for p, extra in enumerate(guide) for item in [*own[p * n : (p + 1) * n], extra]]
+
+    return Samples(
+        texts=interleave(samples.texts, [policy.tokenizer.decode(row, skip_special_tokens=True) for row in ids]),
+        prompt_ids=samples.prompt_ids,
+        completion_ids=interleave(samples.completion_ids, ids),
+        logprobs=interleave(samples.logprobs, [row.detach() for row in logprobs]),
+        n=n + 1,
+    )
 
 
 def score_groups(
@@ -265,16 +328,34 @@ def train(
     if resume and has_checkpoint(out):
         start, records, _ = load_checkpoint(out, optimizer, env.np_random, total_steps=config.max_steps)
     log = RunLog(out, records)
+    guide = (
+        make(config.off_policy_guide, catalog=env.catalog_spec, data_dir=env.data_dir)
+        if config.off_policy_guide
+        else None
+    )
     with progress_bar(progress) as bar:
         task = bar.add_task("GRPO", total=config.max_steps, completed=start)
         for step in range(start, config.max_steps):
-            samples, rewards, infos = collect(policy, env, config, query_ids)
+            samples, rewards, infos = collect(policy, env, config, query_ids, guide)
             advantages = group_advantages(rewards, config.scale_rewards)
             stats = update(policy, optimizer, samples, advantages, config)
+            own = config.num_generations  # the policy's own samples: the first ``own`` of each group
             record = {
                 "step": step + 1,
-                **episode_stats(rewards, infos, samples.completion_ids),
+                **episode_stats(
+                    rewards[:, :own],
+                    [info for index, info in enumerate(infos) if index % samples.n < own],
+                    [ids for index, ids in enumerate(samples.completion_ids) if index % samples.n < own],
+                ),
                 "zero_signal": float(np.mean(np.ptp(rewards, axis=1) == 0)),
+                **(
+                    {
+                        "guide_reward": float(rewards[:, own:].mean()),
+                        "guide_advantage": float(advantages[:, own:].mean()),
+                    }
+                    if guide
+                    else {}
+                ),
                 **stats,
             }
             log.add(record)

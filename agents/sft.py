@@ -152,15 +152,18 @@ def build_examples(
             improve_expansion_set(env, query, candidates, max_expansions, start, max_edits, min_edit_gain),
             key=candidates.index,
         )
-        if chosen:
-            # One phrase, not a list: a think block that lists phrases taught the model to keep
-            # listing inside it until the token budget ran out (greedy repetition loops).
-            think = f"The catalog calls it {chosen[0]}."
-        else:
-            chosen = [query]
-            think = "The query already uses the catalog's words."
-        examples.append({"query_id": query_id, "observation": observation, "target": encode_action(chosen, think)})
+        examples.append({"query_id": query_id, "observation": observation, "target": target_action(chosen, query)})
     return examples
+
+
+def target_action(expansions: Sequence[str], query: str) -> str:
+    """The action text the warm-up teaches for an expansion set (the query itself when it is empty):
+    the set as the answer, and a think block of one sentence naming its first phrase."""
+    if expansions:
+        # One phrase, not a list: a think block that lists phrases taught the model to keep
+        # listing inside it until the token budget ran out (greedy repetition loops).
+        return encode_action(list(expansions), f"The catalog calls it {expansions[0]}.")
+    return encode_action([query], "The query already uses the catalog's words.")
 
 
 def warm_up_query_ids(env: LeserEnv, count: int, seed: int = 0) -> list[str]:

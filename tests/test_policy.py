@@ -681,3 +681,36 @@ def test_a_voting_agent_is_reproducible_and_labelled(tiny_policy, tiny_model_dir
     assert first == again and agent.label == "grpo+vote" and agent.config["vote_samples"] == 3
     with pytest.raises(ValueError, match="decoding must be one of greedy, vote"):
         agents.load(tmp_path, decoding="beam")
+
+
+def test_an_off_policy_guide_joins_each_group_and_the_policy_moves_towards_it(tiny_policy, tmp_path: Path) -> None:
+    env = LeserEnv(catalog="synthetic", split="train")
+    env.reset(seed=0)
+    config = grpo.GRPOConfig(
+        queries_per_step=2, num_generations=3, max_completion_length=96, off_policy_guide="prf", learning_rate=5e-3
+    )
+    policy = tiny_policy()
+    guide = agents.make("prf", catalog=env.catalog_spec)
+    samples, rewards, infos = grpo.collect(policy, env, config, guide=guide)
+    assert samples.n == 4 and rewards.shape == (2, 4) and len(samples.completion_ids) == len(infos) == 8
+    penalty = env.reward.config.format_penalty
+    for row, guide_text in enumerate(samples.texts[3::4]):
+        query, query_id = infos[row * 4 + 3]["query"], infos[row * 4 + 3]["query_id"]
+        action = guide.act([env.observe(query_id)[0]])[0]
+        expansions = [text for text in parse_action(action).expansions if text != query]
+        assert guide_text == sft.target_action(expansions, query)  # written as the warm-up writes targets
+        assert rewards[row, 3] > penalty and (rewards[row, :3] == penalty).all()  # the random model's garbage
+    guide_rows = [samples.completion_ids[3], samples.completion_ids[7]]
+    before = policy.completion_logprobs(samples.prompt_ids, guide_rows, grad=False)
+    torch.testing.assert_close(before, [samples.logprobs[3], samples.logprobs[7]])  # its "sampling" is the policy now
+    optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.learning_rate)
+    grpo.update(policy, optimizer, samples, grpo.group_advantages(rewards), config)
+    after = policy.completion_logprobs(samples.prompt_ids, guide_rows, grad=False)
+    assert all(new.sum() > old.sum() for new, old in zip(after, before, strict=True))  # pulled towards the guide
+
+    result = grpo.train(policy, env, grpo.GRPOConfig(**{**config.__dict__, "max_steps": 1}), tmp_path, progress=False)
+    record = result["log"][0]
+    assert record["reward_mean"] == penalty and record["valid_rate"] == 0.0  # the policy's own samples only
+    assert record["guide_reward"] > penalty and record["guide_advantage"] > 0 and record["zero_signal"] == 0.0
+    with pytest.raises(ValueError, match="off_policy_guide must be one of prf"):
+        grpo.GRPOConfig(off_policy_guide="sft")
