@@ -420,7 +420,8 @@ def _remove(path: Path) -> None:
 
 
 def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
-    """Reward, validity, KL and entropy against the step, smoothed by a short moving average."""
+    """Reward, validity, KL and entropy against the step, smoothed by a short moving average (and the
+    off-policy guide's reward beside the policy's, when the run had one)."""
     if not records:
         return None
     steps = [r["step"] for r in records]
@@ -440,6 +441,11 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: st
                 axis.plot(steps[window - 1 :], smooth, color="#1f4e9c", linewidth=2, label=f"mean of {window}")
             axis.set_title(label, fontsize=10)
             axis.set_xlabel("step")
+        if any("guide_reward" in r for r in records):  # GRPO's off-policy guide, for comparison
+            guide = np.array([r.get("guide_reward", np.nan) for r in records], dtype=float)
+            window = max(1, len(guide) // 10)
+            smooth = np.convolve(np.nan_to_num(guide), np.ones(window) / window, mode="valid")
+            axes[0].plot(steps[window - 1 :], smooth, color="#c0392b", linewidth=1.5, label=f"guide, mean of {window}")
         axes[0].legend(fontsize=8)
         figure.suptitle(title)
     return path

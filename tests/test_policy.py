@@ -712,5 +712,6 @@ def test_an_off_policy_guide_joins_each_group_and_the_policy_moves_towards_it(ti
     record = result["log"][0]
     assert record["reward_mean"] == penalty and record["valid_rate"] == 0.0  # the policy's own samples only
     assert record["guide_reward"] > penalty and record["guide_advantage"] > 0 and record["zero_signal"] == 0.0
+    assert (tmp_path / "learning_curve.png").is_file()  # drawn with the guide's reward beside the policy's
     with pytest.raises(ValueError, match="off_policy_guide must be one of prf"):
         grpo.GRPOConfig(off_policy_guide="sft")
