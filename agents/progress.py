@@ -5,7 +5,8 @@ Into a file (a job under ``nohup``, a batch scheduler's log, CI): a plain line p
 every ``LOG_INTERVAL_SECONDS`` and one when it finishes, e.g.
 ``GRPO reward +1.234 valid 98%: 12/40 (0:26:01 elapsed, about 0:59:40 left)``. Rich alone draws a
 bar into a file only when the job stops, so a two-hour training run would show nothing until its
-end.
+end. Both show one estimate of the time left: the rate of this run so far (a resumed job counts
+only its own steps), which needs no window of recent steps, so jobs of few long steps get one too.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
     get_console,
 )
+from rich.text import Text
 
 LOG_INTERVAL_SECONDS = 60.0
-SPEED_WINDOW_SECONDS = 900.0  # the bar's time-left estimate averages this long: a GRPO step takes minutes on a CPU
 Item = TypeVar("Item")
 
 
@@ -49,10 +51,9 @@ class JobProgress(Progress):
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TimeLeftColumn(self.time_left),
             console=console,
             disable=not enabled or self.logs_lines,  # into a file: the lines only, no bar drawn at the end
-            speed_estimate_period=SPEED_WINDOW_SECONDS,
             get_time=get_time,
         )
         self.log_interval = log_interval
@@ -90,13 +91,32 @@ class JobProgress(Progress):
                 self.finished_lines.add(task_id)
             count = f"{task.completed:,.0f}" + ("" if task.total is None else f"/{task.total:,.0f}")
             timing = f"{_clock(task.elapsed)} elapsed"
-            done_here = task.completed - self.completed_at_start[task_id]
-            if not task.finished and task.total is not None and done_here > 0 and task.elapsed:
-                # The mean rate since the job started: steady for jobs of few long steps, where rich's
-                # own estimate (samples within SPEED_WINDOW_SECONDS) may have none to go on.
-                timing += f", about {_clock((task.total - task.completed) * task.elapsed / done_here)} left"
+            left = self.time_left(task)
+            if not task.finished and left is not None:
+                timing += f", about {_clock(left)} left"
             line = f"{task.description}: {count} ({timing})"
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def time_left(self, task: Task) -> float | None:
+        """Seconds left at this run's mean rate so far; None before its first step (or without a total)."""
+        if task.finished:
+            return 0.0
+        done_here = task.completed - self.completed_at_start.get(task.id, task.completed)
+        if task.total is None or done_here <= 0 or not task.elapsed:
+            return None
+        return (task.total - task.completed) * task.elapsed / done_here
+
+
+class TimeLeftColumn(ProgressColumn):
+    """The bar's time left, from the same estimate as the plain lines (``JobProgress.time_left``)."""
+
+    def __init__(self, estimate: Callable[[Task], float | None]) -> None:
+        super().__init__()
+        self.estimate = estimate
+
+    def render(self, task: Task) -> Text:
+        seconds = self.estimate(task)
+        return Text("-:--:--" if seconds is None else _clock(seconds), style="progress.remaining")
 
 
 def _clock(seconds: float | None) -> str:

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from agents.progress import JobProgress, track
+from agents.progress import JobProgress, TimeLeftColumn, track
 
 
 def run_job(console: Console, log_interval: float) -> None:
@@ -48,6 +48,20 @@ def test_time_left_is_the_mean_rate_of_this_run_also_when_resumed_and_steps_are_
         "GRPO: 5/10 (0:02:30 elapsed, about 0:12:30 left)",  # 5 steps left at 150 s each
         "GRPO: 6/10 (0:05:00 elapsed, about 0:10:00 left)",
     ]
+
+
+def test_the_bar_shows_the_same_time_left_as_the_lines() -> None:
+    clock = [1000.0]
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with JobProgress(console=console, get_time=lambda: clock[0]) as bar:
+        task = bar.add_task("GRPO", total=10, completed=4)  # resumed at step 4 of 10
+        column = next(column for column in bar.columns if isinstance(column, TimeLeftColumn))
+        assert str(column.render(bar.tasks[0])) == "-:--:--"  # no step of this run yet
+        clock[0] += 150
+        bar.advance(task)
+        assert str(column.render(bar.tasks[0])) == "0:12:30"  # as the line says: 5 steps left at 150 s
+        bar.update(task, completed=10)
+        assert str(column.render(bar.tasks[0])) == "0:00:00"
 
 
 def test_a_terminal_gets_the_live_bar_only() -> None:
