@@ -23,7 +23,11 @@ waiting when its budget runs out also gets the fallback.
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -262,10 +266,7 @@ def serve_in_thread(service: ExpansionService, host: str = "127.0.0.1", port: in
     yields its base URL. ``port=0`` takes a free port."""
     import uvicorn
 
-    if port == 0:
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1]
+    port = port or free_port(host)
     server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -279,3 +280,51 @@ def serve_in_thread(service: ExpansionService, host: str = "127.0.0.1", port: in
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def serve_in_process(
+    arguments: Sequence[str], host: str = "127.0.0.1", port: int = 0, start_timeout: float = 600.0
+) -> Iterator[str]:
+    """``leser serve ARGUMENTS`` in a process of its own, as a search team runs it (a benchmark's
+    clients then share no interpreter with the server); yields its base URL once ``/healthz``
+    answers, and stops it on leaving. ``port=0`` takes a free port. A server that exits before it
+    answers raises, with the end of what it printed."""
+    import httpx
+
+    port = port or free_port(host)
+    url = f"http://{host}:{port}"
+    command = [sys.executable, "-c", "from agents.cli import app; app()", "serve", *arguments]
+    with tempfile.TemporaryFile() as output:
+        server = subprocess.Popen(
+            [*command, "--host", host, "--port", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                        break
+                if server.poll() is not None or time.monotonic() > deadline:
+                    output.seek(0)
+                    printed = output.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"`leser serve` on {url} did not start (exit code {server.poll()}):\n{printed}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` now (the operating system's pick)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]

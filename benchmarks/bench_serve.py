@@ -1,7 +1,8 @@
 """What serving the tail costs and gains (the paper's open question 2), on this machine.
 
 Train queries are the head: ``--head`` of them are precomputed into a store with the policy.
-Test queries are the tail. Through a real uvicorn server (HTTP, httpx), in the same run:
+Test queries are the tail. Through a real server (``leser serve``, uvicorn, in a process of its
+own as a search team runs it; httpx clients in this one), in the same run:
 - latency p50/p95/p99 (sequential requests) and throughput (``--clients`` concurrent clients) for
   store hits, online tail generation (budget unlimited, so every answer is the model's) and the
   fallback (prf), each next to its bare counterpart (``ExpansionStore.get``; one ``agent.act``
@@ -31,7 +32,7 @@ import numpy as np
 import agents
 from agents.evaluate import compare, markdown_table, paired_table
 from agents.precompute import load_agent, precompute
-from agents.serve import ExpansionService, serve_in_thread
+from agents.serve import serve_in_process
 from agents.store import ExpansionStore
 from catalogs import load_catalog
 from catalogs.storage import png_figure, write_atomically, write_json_atomically
@@ -117,7 +118,10 @@ def main() -> None:
     )
 
     print("timing through HTTP ...")
-    with serve_in_thread(ExpansionService(store, env, policy, fallback="prf", tail_budget_ms=600_000)) as url:
+    catalog_args = ["--catalog", args.catalog, *(["--data-dir", args.data_dir] if args.data_dir else [])]
+    with serve_in_process(
+        ["--store", str(store_path), "--checkpoint", args.checkpoint, *catalog_args, "--tail-budget-ms", "600000"]
+    ) as url:
         http_latency(url, head[:8], "store")  # warm-up
         seconds, _ = http_latency(url, (head * 4)[:200], "store")
         rows["store hit"] = {
@@ -128,7 +132,7 @@ def main() -> None:
         rows["online tail (model)"] = percentiles(seconds)
         fresh = tail[args.tail : args.tail + 2 * args.clients]  # not generated yet: no tail-cache hits
         rows["online tail (model)"]["queries_per_s"] = http_throughput(url, fresh, args.clients)
-    with serve_in_thread(ExpansionService(store, env, None, fallback="prf")) as url:
+    with serve_in_process(["--store", str(store_path), *catalog_args, "--fallback", "prf"]) as url:
         seconds, _ = http_latency(url, tail[: 4 * args.tail], "fallback")
         rows["fallback (prf)"] = {
             **percentiles(seconds),

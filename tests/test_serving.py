@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +19,7 @@ import pytest
 from agents.base import Agent
 from agents.grpo import GRPOAgent
 from agents.precompute import fingerprints, precompute
-from agents.serve import ExpansionService, serve_in_thread
+from agents.serve import ExpansionService, serve_in_process, serve_in_thread
 from agents.store import ExpansionStore, StoredExpansion, StoreError, normalize_query
 from leser_env.actions import encode_action
 from leser_env.env import LeserEnv
@@ -152,12 +149,6 @@ class ScriptedPolicy(Agent):
         return [encode_action([f"{o['query']} chair"]) for o in observations]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def head_store(tmp_path: Path) -> ExpansionStore:
     store = ExpansionStore(tmp_path / "store.db")
@@ -262,25 +253,14 @@ def test_leser_precompute_and_serve_from_the_command_line(tmp_path: Path, env: L
     assert json.loads(result.stdout)["size"] == len(env.catalog.query_ids("test"))
     assert ExpansionStore(store).meta == {"format_version": "1", **fingerprints("prf", "synthetic")}
 
-    port = free_port()
-    command = [sys.executable, "-c", "from agents.cli import app; app()", "serve", "--store", str(store)]
-    server = subprocess.Popen([*command, "--port", str(port), "--fallback", "none"], env=os.environ.copy())
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            time.sleep(0.2)
+    with serve_in_process(["--store", str(store), "--fallback", "none"]) as url:
         query = env.catalog.queries[env.catalog.query_ids("test")[0]]
-        answer = httpx.get(f"http://127.0.0.1:{port}/expand", params={"q": query}).json()
+        answer = httpx.get(f"{url}/expand", params={"q": query}).json()
         assert answer["source"] == "store" and answer["expansions"] == ExpansionStore(store).get(query).expansions
-        assert (
-            httpx.get(f"http://127.0.0.1:{port}/expand", params={"q": "zz unknown tail"}).json()["source"] == "fallback"
-        )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        assert httpx.get(f"{url}/expand", params={"q": "zz unknown tail"}).json()["source"] == "fallback"
+    missing = serve_in_process(["--store", str(tmp_path / "missing.db")])
+    with pytest.raises(RuntimeError, match=r"did not start \(exit code 2\)[\s\S]*no such store"), missing:
+        pass
     stale = CliRunner().invoke(app, ["serve", "--store", str(store), "--catalog", str(tmp_path / "nope")])
     assert stale.exit_code == 2 and "Traceback" not in stale.output
 
