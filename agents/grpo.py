@@ -25,8 +25,8 @@ Per optimizer step:
 An invalid completion simply gets the format penalty as its reward: it flows through training
 like any other sample.
 
-With ``off_policy_guide`` (an agent's name, e.g. "prf"), each group gets one more completion:
-that agent's expansion set for the query, written as the warm-up writes its targets
+With ``off_policy_guide="prf"`` (off by default), each group gets one more completion: the prf
+baseline's expansion set for the query, written as the warm-up writes its targets
 (``agents.sft.target_action``). It is scored with the group, counts in the group's mean and is
 trained on with the same clipped surrogate, its sampling-time log-probabilities being the
 current policy's (LUFFY, Yan et al. 2025, "Learning to Reason under Off-Policy Guidance"). Where
@@ -90,8 +90,8 @@ class GRPOConfig:
     # Started from a warm-up (--init): draw only train queries it learnt no target for. Off by
     # default: measured level with drawing from all of them (see the README's Results).
     skip_warm_up_queries: bool = False
-    # An agent (e.g. "prf") whose expansion set joins every group as one more completion (see the
-    # module docstring); "" for none.
+    # "prf": its expansion set joins every group as one more completion (see the module docstring);
+    # "" for none. Off by default: measured level with v12's recipe without it (README, runs/v16).
     off_policy_guide: str = ""
 
     def __post_init__(self) -> None:
