@@ -23,7 +23,6 @@ waiting when its budget runs out also gets the fallback.
 
 import asyncio
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -300,7 +299,6 @@ def serve_in_process(
             [*command, "--host", host, "--port", str(port)],
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
         )
         try:
             deadline = time.monotonic() + start_timeout
