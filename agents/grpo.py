@@ -222,12 +222,7 @@ def with_guide_completions(policy: LLMPolicy, samples: Samples, texts: Sequence[
     """``samples`` with one more completion per prompt, ``texts[p]`` after prompt p's own, and the
     current policy's log-probabilities of its tokens as its sampling-time ones. A text longer than
     ``max_completion_length`` tokens is cut there and scored as cut, as a sample would be."""
-    ids = [
-        policy.tokenizer(text + policy.stop_token, add_special_tokens=False)["input_ids"][
-            : config.max_completion_length
-        ]
-        for text in texts
-    ]
+    ids = [policy.encode_completion(text)[: config.max_completion_length] for text in texts]
     logprobs = policy.completion_logprobs(samples.prompt_ids, ids, grad=False)
     n = samples.n
 

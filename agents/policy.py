@@ -165,6 +165,11 @@ class LLMPolicy:
         fitted = fit_observation(observation, lambda o: len(self._prompt_ids(o)), self.config.max_prompt_tokens)
         return self._prompt_ids(fitted)[-self.config.max_prompt_tokens :]
 
+    def encode_completion(self, text: str) -> list[int]:
+        """Token ids of a completion the policy did not sample (a warm-up target, a guide's answer),
+        ended by the end-of-turn token as a sampled one is."""
+        return self.tokenizer(text + self.stop_token, add_special_tokens=False)["input_ids"]
+
     def _prompt_ids(self, observation: Mapping[str, str]) -> list[int]:
         return self.tokenizer(self.prompt_text(observation), add_special_tokens=False)["input_ids"]
 

@@ -257,10 +257,7 @@ def format_valid_rate(
 def sft_loss(policy: LLMPolicy, batch: Sequence[dict[str, Any]]) -> torch.Tensor:
     """Mean negative log-likelihood of the target tokens (the prompt is context, not learned)."""
     prompts = [policy.encode_prompt(example["observation"]) for example in batch]
-    targets = [
-        policy.tokenizer(example["target"] + policy.stop_token, add_special_tokens=False)["input_ids"]
-        for example in batch
-    ]
+    targets = [policy.encode_completion(example["target"]) for example in batch]
     logprobs = policy.completion_logprobs(prompts, targets, grad=True)
     return -torch.cat(logprobs).mean()
 

@@ -433,22 +433,24 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: st
     ]
     with png_figure(path, ncols=len(panels), figsize=(16, 3.6)) as (figure, axes):
         for axis, (key, label) in zip(axes, panels, strict=True):
-            values = np.array([r.get(key, np.nan) for r in records], dtype=float)
-            axis.plot(steps, values, color="#9bb7e0", linewidth=1, label="per step")
-            window = max(1, len(values) // 10)
+            axis.plot(steps, [r.get(key, np.nan) for r in records], color="#9bb7e0", linewidth=1, label="per step")
+            window, smooth = _moving_average([r.get(key, np.nan) for r in records])
             if window > 1:
-                smooth = np.convolve(np.nan_to_num(values), np.ones(window) / window, mode="valid")
                 axis.plot(steps[window - 1 :], smooth, color="#1f4e9c", linewidth=2, label=f"mean of {window}")
             axis.set_title(label, fontsize=10)
             axis.set_xlabel("step")
         if any("guide_reward" in r for r in records):  # GRPO's off-policy guide, for comparison
-            guide = np.array([r.get("guide_reward", np.nan) for r in records], dtype=float)
-            window = max(1, len(guide) // 10)
-            smooth = np.convolve(np.nan_to_num(guide), np.ones(window) / window, mode="valid")
+            window, smooth = _moving_average([r.get("guide_reward", np.nan) for r in records])
             axes[0].plot(steps[window - 1 :], smooth, color="#c0392b", linewidth=1.5, label=f"guide, mean of {window}")
         axes[0].legend(fontsize=8)
         figure.suptitle(title)
     return path
+
+
+def _moving_average(values: Sequence[float]) -> tuple[int, np.ndarray]:
+    """The window the learning curve smooths over (a tenth of the run) and the smoothed values."""
+    window = max(1, len(values) // 10)
+    return window, np.convolve(np.nan_to_num(np.array(values, dtype=float)), np.ones(window) / window, mode="valid")
 
 
 def _torch_load(path: Path) -> Any:
