@@ -34,10 +34,21 @@ the guide's set beats the policy's samples the policy is pulled towards it, wher
 beat it they are pushed up and it down; where they write the same set nothing moves. The logged
 rewards are the policy's samples only; ``guide_reward`` and ``guide_advantage`` say how the guide
 fared.
+
+With ``screen_departures=N`` (0, off, by default) the stage first answers N of the train queries
+it may draw (a seeded sample) with the starting policy, greedily as it is evaluated, and keeps
+those where the expansion set it would serve (after the engine check, when the environment has
+one) differs from prf's: GRPO then practises only where the policy's own answer is not the
+baseline's, the queries whose outcome decides whether it beats prf (a policy warmed up on prf's
+sets copies them on most queries, where GRPO's groups teach little). The screen's ids, its size
+and the departures' mean reward minus prf's are written to ``departure_queries.json`` in the run;
+a resumed run reads them back.
 """
 
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,7 +60,7 @@ import torch
 from agents.base import Agent, make, register
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
-from agents.progress import progress_bar
+from agents.progress import progress_bar, track
 from agents.sft import target_action
 from agents.training import (
     RunLog,
@@ -61,11 +72,13 @@ from agents.training import (
     run_rl_stage,
     save_checkpoint,
 )
+from catalogs.storage import write_json_atomically
 from leser_env.actions import parse_action
 from leser_env.config_ranges import NON_NEGATIVE, POSITIVE, Range, check_ranges
 from leser_env.env import LeserEnv
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+DEPARTURE_QUERIES_FILE = "departure_queries.json"
 GUIDE_AGENTS = ("prf",)  # agents that need no trained checkpoint and write real expansions
 SCALE_REWARDS = ("none", "group", "batch")
 
@@ -93,6 +106,10 @@ class GRPOConfig:
     # "prf": its expansion set joins every group as one more completion (see the module docstring);
     # "" for none. Off by default: measured level with v12's recipe without it (README, runs/v16).
     off_policy_guide: str = ""
+    # > 0: before the first step the starting policy answers this many of the train queries it may
+    # draw, greedily, and GRPO draws only those where its served expansion set departs from prf's
+    # (see the module docstring). 0: no screening.
+    screen_departures: int = 0
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -115,6 +132,7 @@ class GRPOConfig:
                 ),
                 "num_generations": Range(2),  # one completion per query has no group to compare with
                 "beta": NON_NEGATIVE,
+                "screen_departures": NON_NEGATIVE,
             },
         )
         if self.loss_type not in LOSS_TYPES:
@@ -303,6 +321,64 @@ def update(
     return stats
 
 
+def departure_query_ids(
+    policy: LLMPolicy,
+    env: LeserEnv,
+    count: int,
+    out: Path,
+    resume: bool = False,
+    query_ids: Sequence[str] | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[str]:
+    """Of ``count`` train queries drawn from ``query_ids`` (default: all of ``env``'s; a seeded
+    sample), those where the policy's greedy answer serves another expansion set than prf's (the
+    expansions ``env.score_group`` keeps, compared without case or order; an invalid answer departs). Written to
+    ``out/departure_queries.json`` with the screen's size and the departures' mean reward minus
+    prf's; a resumed run (``resume`` and a checkpoint in ``out``) reads the ids back instead."""
+    file = out / DEPARTURE_QUERIES_FILE
+    if resume and has_checkpoint(out) and file.is_file():
+        try:
+            return list(json.loads(file.read_text())["query_ids"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{file}: not the departure screen this project writes ({error}); restore it, or start the run again"
+            ) from None
+    pool = list(env.query_ids if query_ids is None else query_ids)
+    screened = random.Random(seed).sample(pool, min(count, len(pool)))
+    baseline = make("prf", catalog=env.catalog_spec, data_dir=env.data_dir)
+    departures, gains = [], []
+    starts = range(0, len(screened), batch_size)
+    for start in track(starts, "departure screen", enabled=progress):
+        batch = screened[start : start + batch_size]
+        observations = [env.observe(query_id)[0] for query_id in batch]
+        answers = zip(policy.act(observations), baseline.act(observations), strict=True)
+        for query_id, observation, (own, prf) in zip(batch, observations, answers, strict=True):
+            rewards, infos = env.score_group(observation["query"], [own, prf])
+            served = [
+                (info["reward_breakdown"]["valid"], frozenset(text.casefold() for text in info["expansions"]))
+                for info in infos
+            ]
+            if served[0] != served[1]:
+                departures.append(query_id)
+                gains.append(float(rewards[0] - rewards[1]))
+    if not departures:
+        raise ValueError(
+            f"screen_departures: the policy serves prf's set on all {len(screened)} screened train queries, "
+            "so there is nothing to draw; screen more queries, or set screen_departures=0"
+        )
+    write_json_atomically(
+        file,
+        {
+            "screened": len(screened),
+            "query_ids": departures,
+            "reward_minus_prf": float(np.mean(gains)),
+        },
+    )
+    return departures
+
+
 def train(
     policy: LLMPolicy,
     env: LeserEnv,
@@ -323,6 +399,10 @@ def train(
     if resume and has_checkpoint(out):
         start, records, _ = load_checkpoint(out, optimizer, env.np_random, total_steps=config.max_steps)
     log = RunLog(out, records)
+    if config.screen_departures:
+        query_ids = departure_query_ids(
+            policy, env, config.screen_departures, out, resume, query_ids, config.seed, progress=progress
+        )
     guide = (
         make(config.off_policy_guide, catalog=env.catalog_spec, data_dir=env.data_dir)
         if config.off_policy_guide

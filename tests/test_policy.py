@@ -715,3 +715,44 @@ def test_an_off_policy_guide_joins_each_group_and_the_policy_moves_towards_it(ti
     assert (tmp_path / "learning_curve.png").is_file()  # drawn with the guide's reward beside the policy's
     with pytest.raises(ValueError, match="off_policy_guide must be one of prf"):
         grpo.GRPOConfig(off_policy_guide="sft")
+
+
+def test_a_departure_screen_keeps_the_queries_where_the_policy_is_not_prf(
+    tiny_policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = LeserEnv(catalog="synthetic", split="train", engine_check=True)
+    prf = agents.make("prf", catalog=env.catalog_spec)
+    screened = env.query_ids[:6]
+    departing = {env.observe(query_id)[0]["query"] for query_id in screened[1::2]}
+
+    class CopiesPrfOnHalf:
+        """A policy whose greedy answer is prf's on half the queries and garbage on the rest."""
+
+        def act(self, observations):
+            return ["garbage" if o["query"] in departing else prf.act([o])[0] for o in observations]
+
+    kept = grpo.departure_query_ids(CopiesPrfOnHalf(), env, 6, tmp_path, query_ids=screened, batch_size=4)
+    assert sorted(kept) == sorted(screened[1::2])  # exactly the garbage ones depart
+    written = json.loads((tmp_path / grpo.DEPARTURE_QUERIES_FILE).read_text())
+    assert written["screened"] == 6 and written["query_ids"] == kept
+    assert written["reward_minus_prf"] < 0  # garbage scores the format penalty, prf's sets more
+    with pytest.raises(ValueError, match="serves prf's set on all 3 screened"):
+        grpo.departure_query_ids(CopiesPrfOnHalf(), env, 3, tmp_path / "none", query_ids=screened[::2])
+
+    # GRPO then draws only the departures, and a resumed run reads the screen back.
+    pools = []
+    draw = grpo.draw_queries
+    monkeypatch.setattr(
+        grpo, "draw_queries", lambda env, count, ids=None: pools.append(list(ids)) or draw(env, count, ids)
+    )
+    config = grpo.GRPOConfig(
+        queries_per_step=2, num_generations=2, max_completion_length=16, max_steps=1, screen_departures=4, save_steps=1
+    )
+    policy = tiny_policy()
+    grpo.train(policy, env, config, tmp_path / "run", progress=False, query_ids=screened)
+    screen = json.loads((tmp_path / "run" / grpo.DEPARTURE_QUERIES_FILE).read_text())
+    assert screen["screened"] == 4 and set(screen["query_ids"]) <= set(screened)
+    assert pools == [screen["query_ids"]]  # the random tiny model writes garbage: it departs everywhere
+    (tmp_path / "run" / grpo.DEPARTURE_QUERIES_FILE).write_text(json.dumps({**screen, "query_ids": screened[:1]}))
+    grpo.train(policy, env, replace(config, max_steps=2), tmp_path / "run", resume=True, progress=False)
+    assert pools[-1] == screened[:1]  # read back, not screened again
