@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -130,7 +132,7 @@ class SearchEngine:
         self.threads = threads or min(8, os.cpu_count() or 1)
         self._product_ids = [product.id for product in catalog.products]
         self._field_boosts = [(name, getattr(self.boosts, name)) for name in FIELDS if getattr(self.boosts, name) > 0]
-        self._cached_search = lru_cache(maxsize=result_cache_size)(self._search_terms)
+        self._cached_search = self._result_cache(result_cache_size)
 
     # -- public API --------------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class SearchEngine:
         clone.__dict__.update(self.__dict__)
         clone.boosts = boosts
         clone._field_boosts = [(name, getattr(boosts, name)) for name in FIELDS if getattr(boosts, name) > 0]
-        clone._cached_search = lru_cache(maxsize=self._cached_search.cache_info().maxsize)(clone._search_terms)
+        clone._cached_search = clone._result_cache(self._cached_search.cache_info().maxsize)
         return clone
 
     def query_for(self, terms: tuple[str, ...], mode: MatchMode) -> tantivy.Query | None:
@@ -205,6 +207,17 @@ class SearchEngine:
         return tantivy.Query.boolean_query(clauses)
 
     # -- internals ---------------------------------------------------------------------
+
+    def _result_cache(self, maxsize: int | None) -> Callable[[tuple[str, ...], int, MatchMode], Hits]:
+        """``_search_terms`` behind an LRU cache that holds the engine weakly: a cache over the bound
+        method would be a reference cycle, keeping the engine, its open index and the index's
+        file-watcher thread alive after the last reference went, until the garbage collector ran."""
+        engine = weakref.proxy(self)
+
+        def search_terms(terms: tuple[str, ...], k: int, mode: MatchMode) -> Hits:
+            return engine._search_terms(terms, k, mode)
+
+        return lru_cache(maxsize=maxsize)(search_terms)
 
     def _search_terms(self, terms: tuple[str, ...], k: int, mode: MatchMode) -> Hits:
         query = self.query_for(terms, mode)

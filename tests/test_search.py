@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import weakref
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,26 @@ def test_an_interrupted_build_never_opens(tiny_catalog: Catalog, tmp_path: Path)
     engine.index_path.mkdir()
     (engine.index_path / "meta.json").write_text("{}")  # what a build killed midway might leave
     assert SearchEngine(tiny_catalog, cache=tmp_path).rebuilt
+
+
+def test_an_engine_is_freed_with_its_last_reference(tiny_catalog: Catalog, tmp_path: Path) -> None:
+    """No reference cycle: dropping an engine closes its index at once, not at the next garbage
+    collection (an open tantivy index keeps a thread watching its directory)."""
+    gc.disable()
+    try:
+        engine = SearchEngine(tiny_catalog, cache=tmp_path)
+        clone = engine.with_boosts(FieldBoosts(title=3.0))
+        expected = clone.search("office chair")
+        assert engine.search("office chair").total == expected.total
+        original = weakref.ref(engine)
+        del engine
+        assert original() is None
+        assert clone.search("office chair") == expected and clone.search("walnut chair").total >= 0  # on its own
+        cloned = weakref.ref(clone)
+        del clone
+        assert cloned() is None
+    finally:
+        gc.enable()
 
 
 def test_changed_products_get_their_own_index(tiny_catalog: Catalog, tmp_path: Path) -> None:

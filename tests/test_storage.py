@@ -176,9 +176,9 @@ def test_an_index_path_that_is_a_file_is_rebuilt(tiny_catalog: Catalog, tmp_path
     engine = SearchEngine(tiny_catalog, cache=tmp_path)
     expected = engine.search("office chair", k=5)
     path = engine.index_path
-    # Moved aside, not deleted: the engine's tantivy reader (and its meta.json watcher thread)
-    # stays open until garbage collection drops it, and one CI run saw a file appear in the
-    # directory mid-rmtree ("Directory not empty").
+    # Moved aside, not deleted: ``engine`` still holds the index open (its reader and meta.json
+    # watcher thread), and one CI run saw a file appear in the directory mid-rmtree ("Directory
+    # not empty").
     path.rename(tmp_path / "the-old-index")
     path.write_text("not an index")
     reopened = SearchEngine(tiny_catalog, cache=tmp_path)
