@@ -334,9 +334,10 @@ def departure_query_ids(
 ) -> list[str]:
     """Of ``count`` train queries drawn from ``query_ids`` (default: all of ``env``'s; a seeded
     sample), those where the policy's greedy answer serves another expansion set than prf's (the
-    expansions ``env.score_group`` keeps, compared without case or order; an invalid answer departs). Written to
-    ``out/departure_queries.json`` with the screen's size and the departures' mean reward minus
-    prf's; a resumed run (``resume`` and a checkpoint in ``out``) reads the ids back instead."""
+    expansions ``env.score_group`` keeps, compared without case or order; an invalid answer
+    departs). Written to ``out/departure_queries.json`` with the screen's size and the departures'
+    mean reward minus prf's; a resumed run (``resume`` and a checkpoint in ``out``) reads the ids
+    back instead."""
     file = out / DEPARTURE_QUERIES_FILE
     if resume and has_checkpoint(out) and file.is_file():
         try:
@@ -443,7 +444,8 @@ def train(
                 save_checkpoint(out, policy, optimizer, step + 1, asdict(config), log, env.np_random)
     log.close()
     plot_learning_curve(log.records, out / "learning_curve.png", f"GRPO on {env.catalog.name}")
-    return {"steps": config.max_steps, "log": log.records}
+    drawn_from = len(env.query_ids if query_ids is None else query_ids)
+    return {"steps": config.max_steps, "log": log.records, "drawn_from": drawn_from}
 
 
 @register_trainer("grpo", GRPOConfig)

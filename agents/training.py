@@ -164,7 +164,8 @@ def run_rl_stage(
     agent_class.describe(out, env.catalog_spec, env.data_dir, engine_check=env.engine_check)
     last = result["log"][-1] if result["log"] else {}
     result["summary"] = (
-        f"{title} on {env.catalog.name}: {result['steps']} steps drawn from {len(query_ids):,} train queries; "
+        f"{title} on {env.catalog.name}: {result['steps']} steps drawn from "
+        f"{result.get('drawn_from', len(query_ids)):,} train queries; "
         f"last reward {last.get('reward_mean', 0):+.3f}, valid {last.get('valid_rate', 0):.0%}; "
         f"curve: {out / 'learning_curve.png'}"
     )

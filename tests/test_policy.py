@@ -749,9 +749,10 @@ def test_a_departure_screen_keeps_the_queries_where_the_policy_is_not_prf(
         queries_per_step=2, num_generations=2, max_completion_length=16, max_steps=1, screen_departures=4, save_steps=1
     )
     policy = tiny_policy()
-    grpo.train(policy, env, config, tmp_path / "run", progress=False, query_ids=screened)
+    result = grpo.train(policy, env, config, tmp_path / "run", progress=False, query_ids=screened)
     screen = json.loads((tmp_path / "run" / grpo.DEPARTURE_QUERIES_FILE).read_text())
     assert screen["screened"] == 4 and set(screen["query_ids"]) <= set(screened)
+    assert result["drawn_from"] == len(screen["query_ids"])  # what the stage's summary line reports
     assert pools == [screen["query_ids"]]  # the random tiny model writes garbage: it departs everywhere
     (tmp_path / "run" / grpo.DEPARTURE_QUERIES_FILE).write_text(json.dumps({**screen, "query_ids": screened[:1]}))
     grpo.train(policy, env, replace(config, max_steps=2), tmp_path / "run", resume=True, progress=False)
