@@ -6,7 +6,7 @@ own as a search team runs it; httpx clients in this one), in the same run:
 - latency p50/p95/p99 (sequential requests) and throughput (``--clients`` concurrent clients) for
   store hits, online tail generation (budget unlimited, so every answer is the model's) and the
   fallback (prf), each next to its bare counterpart (``ExpansionStore.get``; one ``agent.act``
-  call; prf's ``act``) as a ratio;
+  call; prf's ``act``; each bare call answers one of the queries its HTTP path times) as a ratio;
 - the quality of the tail served three ways: online by the policy, by the fallback (prf), and
   not at all (the query alone): mean reward, recall@D of U(Y) on human labels and the served-page
   nDCG@10, with paired bootstrap intervals (``agents.evaluate.compare``).
@@ -53,6 +53,16 @@ def timed(call: Callable[[], Any], repeats: int) -> list[float]:
     for _ in range(repeats):
         start = time.perf_counter()
         call()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def timed_each(call: Callable[[Any], Any], items: Sequence[Any]) -> list[float]:
+    """Seconds of ``call(item)`` for each item, once."""
+    seconds = []
+    for item in items:
+        start = time.perf_counter()
+        call(item)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -106,16 +116,18 @@ def main() -> None:
     policy = load_agent(args.checkpoint, args.catalog, args.data_dir)
     env = LeserEnv(catalog=args.catalog, data_dir=args.data_dir, split="train")
     prf = agents.make("prf", catalog=args.catalog, data_dir=args.data_dir)
-    observations = [env.observe(text=query)[0] for query in tail[: args.tail]]
+    # Each bare call answers one query, the same queries its HTTP path times below, so that a
+    # ratio compares like with like (generation time grows with the query and its answer).
+    observations = [env.observe(text=query)[0] for query in tail[: 4 * args.tail]]
 
     rows: dict[str, dict[str, Any]] = {}
     print("timing the bare calls ...")
     bare_lookup = timed(lambda: [store.get(q) for q in head], 5)
     rows["bare store lookup"] = percentiles([s / len(head) for s in bare_lookup])
-    rows["bare policy call (1 query)"] = percentiles(timed(lambda: policy.act(observations[:1]), 5))
-    rows["bare prf call (1 query)"] = percentiles(
-        [s / len(observations) for s in timed(lambda: prf.act(observations), 5)]
+    rows["bare policy call (1 query)"] = percentiles(
+        timed_each(lambda observation: policy.act([observation]), observations[: args.tail])
     )
+    rows["bare prf call (1 query)"] = percentiles(timed_each(lambda observation: prf.act([observation]), observations))
 
     print("timing through HTTP ...")
     catalog_args = ["--catalog", args.catalog, *(["--data-dir", args.data_dir] if args.data_dir else [])]
