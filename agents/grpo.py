@@ -47,7 +47,6 @@ a resumed run reads them back.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -71,6 +70,7 @@ from agents.training import (
     register_trainer,
     run_rl_stage,
     save_checkpoint,
+    saved_query_ids,
 )
 from catalogs.storage import write_json_atomically
 from leser_env.actions import parse_action
@@ -339,13 +339,9 @@ def departure_query_ids(
     mean reward minus prf's; a resumed run (``resume`` and a checkpoint in ``out``) reads the ids
     back instead."""
     file = out / DEPARTURE_QUERIES_FILE
-    if resume and has_checkpoint(out) and file.is_file():
-        try:
-            return list(json.loads(file.read_text())["query_ids"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(
-                f"{file}: not the departure screen this project writes ({error}); restore it, or start the run again"
-            ) from None
+    saved = saved_query_ids(file, resume, "the departure screen", "start the run again")
+    if saved is not None:
+        return saved
     pool = list(env.query_ids if query_ids is None else query_ids)
     screened = random.Random(seed).sample(pool, min(count, len(pool)))
     baseline = make("prf", catalog=env.catalog_spec, data_dir=env.data_dir)

@@ -186,20 +186,30 @@ def rl_query_ids(env: Any, out: Path, resume: bool, init: str | Path | None, ski
     from agents.sft import queries_learnt_by
 
     file = out / SKIPPED_QUERIES_FILE
-    if resume and has_checkpoint(out) and file.is_file():
-        try:
-            skipped = set(json.loads(file.read_text())["query_ids"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(
-                f"{file}: not the list of skipped queries this project writes ({error}); restore it, or "
-                "delete it and resume with the same --init to write it again"
-            ) from None
+    saved = saved_query_ids(
+        file, resume, "the list of skipped queries", "delete it and resume with the same --init to write it again"
+    )
+    if saved is not None:
+        skipped = set(saved)
     else:
         learnt = queries_learnt_by(init, env) if init is not None and skip_warm_up_queries else []
         write_json_atomically(file, {"warm_up": str(init) if learnt else None, "query_ids": learnt})
         skipped = set(learnt)
     kept = [query_id for query_id in env.query_ids if query_id not in skipped]
     return kept or list(env.query_ids)
+
+
+def saved_query_ids(file: Path, resume: bool, what: str, remedy: str) -> list[str] | None:
+    """The query ids a run wrote to ``file`` when it started (``{"query_ids": [...]}``), when it is
+    being resumed from a checkpoint in ``file``'s directory and the file is there; None otherwise,
+    so the caller works them out (and writes them) afresh. A file that is not what this project
+    writes raises, naming ``what`` it should hold and the ``remedy``."""
+    if not (resume and has_checkpoint(file.parent) and file.is_file()):
+        return None
+    try:
+        return list(json.loads(file.read_text())["query_ids"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{file}: not {what} this project writes ({error}); restore it, or {remedy}") from None
 
 
 def start_policy(

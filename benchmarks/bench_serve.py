@@ -49,12 +49,8 @@ def percentiles(seconds: Sequence[float]) -> dict[str, float]:
 
 
 def timed(call: Callable[[], Any], repeats: int) -> list[float]:
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    """Seconds of ``call()``, ``repeats`` times."""
+    return timed_each(lambda _: call(), range(repeats))
 
 
 def timed_each(call: Callable[[Any], Any], items: Sequence[Any]) -> list[float]:
