@@ -601,9 +601,13 @@ def precompute_command(
         typer.Option("--ray", help="Run on a Ray cluster: its address, or 'local' to start one here."),
     ] = None,
     device: DeviceOption = None,
+    engine_check: EngineCheckOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate, score and store expansions for many queries; a stopped run resumes where it stopped."""
+    """Generate, score and store expansions for many queries; a stopped run resumes where it stopped.
+
+    A run trained with --engine-check is stored behind the check; --engine-check puts any run behind it
+    (a warm-up, say): its expansions that match no product are dropped before they are scored and stored."""
     from agents.precompute import precompute, read_queries
     from agents.progress import progress_bar
     from agents.store import StoreError
@@ -621,7 +625,9 @@ def precompute_command(
             bar.update(task, completed=done, total=total)
 
         try:
-            result = precompute(checkpoint or agent, catalog, texts, out, data, batch_size, ray, device, advance)
+            result = precompute(
+                checkpoint or agent, catalog, texts, out, data, batch_size, ray, device, advance, engine_check
+            )
         except StoreError as error:
             raise ValueError(str(error)) from None
     if as_json:
@@ -649,8 +655,12 @@ def serve_command(
     ] = 500.0,
     fallback: Annotated[str, typer.Option("--fallback", help="prf or none: what answers past the budget.")] = "prf",
     device: DeviceOption = None,
+    engine_check: EngineCheckOption = False,
 ) -> None:
-    """Serve expansions over HTTP: GET /expand?q=..., POST /expand, /healthz, /metrics."""
+    """Serve expansions over HTTP: GET /expand?q=..., POST /expand, /healthz, /metrics.
+
+    --engine-check serves the --checkpoint's tail answers behind the engine check (a run trained with
+    it always is); the store must have been precomputed the same way."""
     import uvicorn
 
     from agents.precompute import load_agent
@@ -658,25 +668,30 @@ def serve_command(
     from agents.store import ExpansionStore, StoreError
     from leser_env.env import LeserEnv
 
+    if engine_check and not checkpoint:
+        raise ValueError("--engine-check applies to the --checkpoint's policy, and none was given")
     data = str(data_dir) if data_dir else None
     try:
         opened = ExpansionStore(store, create=False)
-        check_store(opened, checkpoint, catalog, data)
+        check_store(opened, checkpoint, catalog, data, engine_check)
     except StoreError as error:
         raise ValueError(str(error)) from None
-    policy = load_agent(checkpoint, catalog, data, device) if checkpoint else None
+    policy = load_agent(checkpoint, catalog, data, device, engine_check) if checkpoint else None
     env = LeserEnv(catalog=catalog, data_dir=data, split="train")
     service = ExpansionService(opened, env, policy, fallback, tail_budget_ms)
     errors.print(f"serving {len(opened):,} stored queries on http://{host}:{port} (policy: {checkpoint or 'none'})")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
 
 
-def check_store(store: Any, checkpoint: str | None, catalog: str, data_dir: str | None) -> None:
-    """Refuse a store made for another catalog, or by another policy than --checkpoint."""
+def check_store(
+    store: Any, checkpoint: str | None, catalog: str, data_dir: str | None, engine_check: bool = False
+) -> None:
+    """Refuse a store made for another catalog, or by another policy than --checkpoint (the engine
+    check included)."""
     from agents.precompute import fingerprints
     from agents.store import StoreError
 
-    expected = fingerprints(checkpoint or "none", catalog, data_dir)
+    expected = fingerprints(checkpoint or "none", catalog, data_dir, engine_check)
     names = ["catalog_fingerprint"] + (["policy_fingerprint"] if checkpoint else [])
     for name in names:
         if store.meta.get(name) != expected[name]:

@@ -25,14 +25,19 @@ from catalogs.storage import tree_digests
 from leser_env.env import LeserEnv
 
 
-def fingerprints(agent_source: str, catalog: str, data_dir: str | None = None) -> dict[str, str]:
-    """What a store records about what made it: the policy (its files' digests, or the agent's name
-    for a baseline) and the catalog (its content hash)."""
+def fingerprints(
+    agent_source: str, catalog: str, data_dir: str | None = None, engine_check: bool = False
+) -> dict[str, str]:
+    """What a store records about what made it: the policy (its files' digests and whether it acts
+    behind the engine check, or the agent's name for a baseline) and the catalog (its content hash)."""
     source = Path(agent_source)
     if source.is_dir():
         digests = tree_digests(source / "policy") if (source / "policy").is_dir() else {}
         described = json.loads((source / "agent.json").read_text()) if (source / "agent.json").is_file() else {}
-        payload = json.dumps({"agent": described.get("name"), "files": digests}, sort_keys=True)
+        record: dict[str, Any] = {"agent": described.get("name"), "files": digests}
+        if engine_check or described.get("config", {}).get("engine_check"):
+            record["engine_check"] = True  # absent without it: stores made without the check keep their fingerprint
+        payload = json.dumps(record, sort_keys=True)
         policy = "run:" + hashlib.blake2b(payload.encode(), digest_size=12).hexdigest()
     else:
         policy = f"agent:{agent_source}"
@@ -40,14 +45,29 @@ def fingerprints(agent_source: str, catalog: str, data_dir: str | None = None) -
     return {"policy_fingerprint": policy, "catalog_fingerprint": f"{loaded.name}:{loaded.content_hash[:24]}"}
 
 
-def load_agent(agent_source: str, catalog: str, data_dir: str | None = None, device: str | None = None) -> Agent:
-    """A trained run directory (its agent.json) or a baseline by name."""
+def load_agent(
+    agent_source: str,
+    catalog: str,
+    data_dir: str | None = None,
+    device: str | None = None,
+    engine_check: bool = False,
+) -> Agent:
+    """A trained run directory (its agent.json) or a baseline by name. ``engine_check`` serves a run
+    behind the engine check whatever its agent.json says (a run trained with it already is)."""
     import agents
 
     if Path(agent_source).is_dir():
-        placement = {"device": device} if device else {}
-        return agents.load(agent_source, catalog=catalog, data_dir=data_dir, **placement)
+        options: dict[str, Any] = {"device": device} if device else {}
+        if engine_check:
+            options["engine_check"] = True
+        return agents.load(agent_source, catalog=catalog, data_dir=data_dir, **options)
+    refuse_engine_check_for_baseline(agent_source, engine_check)
     return agents.make(agent_source, catalog=catalog, data_dir=data_dir)
+
+
+def refuse_engine_check_for_baseline(agent_source: str, engine_check: bool) -> None:
+    if engine_check and not Path(agent_source).is_dir():
+        raise ValueError(f"the engine check is for a trained run's policy, not the baseline {agent_source!r}")
 
 
 def read_queries(catalog: str, data_dir: str | None, split: str | None, queries_file: str | Path | None) -> list[str]:
@@ -90,18 +110,23 @@ def precompute(
     ray_address: str | None = None,
     device: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    engine_check: bool = False,
 ) -> dict[str, Any]:
-    """Fill the store at ``out`` with expansions for ``texts``; returns counts."""
-    store = ExpansionStore(out, fingerprints(agent_source, catalog, data_dir))
+    """Fill the store at ``out`` with expansions for ``texts``; returns counts. ``engine_check``: see
+    ``load_agent``."""
+    refuse_engine_check_for_baseline(agent_source, engine_check)
+    store = ExpansionStore(out, fingerprints(agent_source, catalog, data_dir, engine_check))
     missing = store.missing(texts)
     todo = [text for text in missing if len(text) <= MAX_QUERY_CHARS]
     distinct = len({normalize_query(text) for text in texts} - {""})
     if progress:
         progress(0, len(todo))
     if ray_address is not None:
-        done = _precompute_ray(agent_source, catalog, data_dir, todo, store, batch_size, ray_address, device, progress)
+        done = _precompute_ray(
+            agent_source, catalog, data_dir, todo, store, batch_size, ray_address, device, progress, engine_check
+        )
     else:
-        agent = load_agent(agent_source, catalog, data_dir, device)
+        agent = load_agent(agent_source, catalog, data_dir, device, engine_check)
         env = _scoring_env(agent, catalog, data_dir)
         done = 0
         for start in range(0, len(todo), batch_size):
@@ -138,6 +163,7 @@ def _precompute_ray(
     address: str,
     device: str | None,
     progress: Callable[[int, int], None] | None,
+    engine_check: bool,
 ) -> int:
     import ray
 
@@ -147,7 +173,8 @@ def _precompute_ray(
 
     class Generate:  # one policy per actor: on a GPU where the cluster has them
         def __init__(self) -> None:
-            self.agent = load_agent(agent_source, catalog, data_dir, "cuda" if gpus else (device or "cpu"))
+            placed = "cuda" if gpus else (device or "cpu")
+            self.agent = load_agent(agent_source, catalog, data_dir, placed, engine_check)
             self.env = _scoring_env(self.agent, catalog, data_dir)  # observations only; scoring is below
 
         def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +188,7 @@ def _precompute_ray(
 
     class Score:  # the search engine and relevance model on CPU actors
         def __init__(self) -> None:
-            self.env = _scoring_env(load_agent(agent_source, catalog, data_dir, "cpu"), catalog, data_dir)
+            self.env = _scoring_env(load_agent(agent_source, catalog, data_dir, "cpu", engine_check), catalog, data_dir)
 
         def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
             records = [

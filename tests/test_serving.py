@@ -27,6 +27,9 @@ from leser_env.env import LeserEnv
 pytest.importorskip("fastapi", reason="the serve extra: pip install -e '.[serve]'")
 
 
+NO_MATCH_ACTION = encode_action(["office chair", "zzqx nomatch"])  # the second matches no product
+
+
 @pytest.fixture(scope="module")
 def env() -> LeserEnv:
     return LeserEnv(catalog="synthetic", split="train")
@@ -88,6 +91,29 @@ def test_precompute_scores_stores_and_resumes(tiny_run: Path, tmp_path: Path, te
         assert record is not None and record.breakdown is not None and record.reward == record.breakdown["reward"]
     with pytest.raises(StoreError, match="stale store: its policy_fingerprint"):
         precompute("prf", "synthetic", test_queries, store_path)
+
+
+def test_precompute_engine_check_puts_any_run_behind_the_check(
+    tiny_run: Path, tmp_path: Path, test_queries: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run not trained with the check (a warm-up, say) stored behind it: the expansion that matches
+    nothing is dropped before it is scored, and the store says which policy made it."""
+    monkeypatch.setattr(GRPOAgent, "act", lambda self, observations: [NO_MATCH_ACTION] * len(observations))
+    plain, checked = tmp_path / "plain.db", tmp_path / "checked.db"
+    precompute(str(tiny_run), "synthetic", test_queries[:2], plain)
+    precompute(str(tiny_run), "synthetic", test_queries[:2], checked, engine_check=True)
+    for record in ExpansionStore(plain):
+        assert record.expansions == ["office chair", "zzqx nomatch"] and not record.breakdown["dropped_expansions"]
+    for record in ExpansionStore(checked):
+        assert record.expansions == ["office chair"] and record.breakdown["dropped_expansions"] == ["zzqx nomatch"]
+    made_with = {path: ExpansionStore(path).meta["policy_fingerprint"] for path in (plain, checked)}
+    assert made_with[checked] == fingerprints(str(tiny_run), "synthetic", engine_check=True)["policy_fingerprint"]
+    assert made_with[checked] != made_with[plain] == fingerprints(str(tiny_run), "synthetic")["policy_fingerprint"]
+    with pytest.raises(StoreError, match="stale store: its policy_fingerprint"):  # one store, one way of serving
+        precompute(str(tiny_run), "synthetic", test_queries, plain, engine_check=True)
+    with pytest.raises(ValueError, match="engine check is for a trained run's policy, not the baseline 'prf'"):
+        precompute("prf", "synthetic", test_queries, tmp_path / "prf.db", engine_check=True)
+    assert not (tmp_path / "prf.db").exists()
 
 
 def test_an_interrupted_precompute_keeps_every_finished_batch(
@@ -169,6 +195,21 @@ def test_head_tail_and_fallback_answers(head_store: ExpansionStore, env: LeserEn
         assert fallback["source"] == "fallback" and fallback["expansions"]
     with serve_in_thread(ExpansionService(head_store, env, None, fallback="none")) as url:
         assert httpx.get(f"{url}/expand", params={"q": "grey sofa"}).json()["expansions"] == []
+
+
+def test_a_policy_behind_the_engine_check_serves_tail_answers_without_what_matches_nothing(
+    head_store: ExpansionStore, env: LeserEnv
+) -> None:
+    policy = ScriptedPolicy()
+    policy.act = lambda observations: [NO_MATCH_ACTION] * len(observations)  # type: ignore[method-assign]
+    with serve_in_thread(ExpansionService(head_store, env, policy, tail_budget_ms=5000)) as url:
+        assert httpx.get(f"{url}/expand", params={"q": "grey sofa"}).json()["expansions"] == [
+            "office chair",
+            "zzqx nomatch",
+        ]
+    policy.engine_check = True
+    with serve_in_thread(ExpansionService(head_store, env, policy, tail_budget_ms=5000)) as url:
+        assert httpx.get(f"{url}/expand", params={"q": "grey sofa"}).json()["expansions"] == ["office chair"]
 
 
 def test_a_tail_query_past_its_budget_gets_the_fallback_and_later_the_models_answer(
@@ -263,6 +304,8 @@ def test_leser_precompute_and_serve_from_the_command_line(tmp_path: Path, env: L
         pass
     stale = CliRunner().invoke(app, ["serve", "--store", str(store), "--catalog", str(tmp_path / "nope")])
     assert stale.exit_code == 2 and "Traceback" not in stale.output
+    unchecked = CliRunner().invoke(app, ["serve", "--store", str(store), "--engine-check"])
+    assert unchecked.exit_code == 2 and "--engine-check applies to the --checkpoint's policy" in unchecked.output
 
 
 def test_the_serving_benchmark_runs_end_to_end(tiny_run: Path, tmp_path: Path) -> None:
