@@ -337,11 +337,16 @@ def departure_query_ids(
     expansions ``env.score_group`` keeps, compared without case or order; an invalid answer
     departs). Written to ``out/departure_queries.json`` with the screen's size and the departures'
     mean reward minus prf's; a resumed run (``resume`` and a checkpoint in ``out``) reads the ids
-    back instead."""
+    back instead, and refuses to go on without the file."""
     file = out / DEPARTURE_QUERIES_FILE
     saved = saved_query_ids(file, resume, "the departure screen", "start the run again")
     if saved is not None:
         return saved
+    if resume and has_checkpoint(out):  # screening now would ask the trained policy, not the starting one
+        raise ValueError(
+            f"{file}: missing; the departure screen this run started from is written there when it starts. "
+            "Restore it, or start the run again"
+        )
     pool = list(env.query_ids if query_ids is None else query_ids)
     screened = random.Random(seed).sample(pool, min(count, len(pool)))
     baseline = make("prf", catalog=env.catalog_spec, data_dir=env.data_dir)
@@ -389,6 +394,7 @@ def train(
     train queries drawn from ``query_ids`` (default: all of ``env``'s)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    query_ids = list(env.query_ids if query_ids is None else query_ids)
     torch.manual_seed(config.seed)
     env.reset(seed=config.seed)
     optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.learning_rate)
@@ -440,8 +446,7 @@ def train(
                 save_checkpoint(out, policy, optimizer, step + 1, asdict(config), log, env.np_random)
     log.close()
     plot_learning_curve(log.records, out / "learning_curve.png", f"GRPO on {env.catalog.name}")
-    drawn_from = len(env.query_ids if query_ids is None else query_ids)
-    return {"steps": config.max_steps, "log": log.records, "drawn_from": drawn_from}
+    return {"steps": config.max_steps, "log": log.records, "drawn_from": len(query_ids)}
 
 
 @register_trainer("grpo", GRPOConfig)

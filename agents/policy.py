@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -149,7 +150,8 @@ class LLMPolicy:
                 target_modules=lora_targets(model, self.config.target_modules),
                 task_type="CAUSAL_LM",
             )
-            self.model = get_peft_model(model, lora)
+            with peft_without_its_transformers_deprecation():
+                self.model = get_peft_model(model, lora)
         self.model.to(self.device)  # adapters load where their base lives; a saved one may come from another device
         self.model.config.use_cache = True
         self.share_prompts = True  # switched off for good the first time the model's cache cannot be shared
@@ -446,10 +448,20 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+@contextlib.contextmanager
+def peft_without_its_transformers_deprecation() -> Iterator[None]:
+    """peft (0.21) asks the model ``is_gradient_checkpointing``, which transformers (5.x) answers with
+    a FutureWarning on every policy load; nothing a user can act on, so it is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def _load_adapter(model: torch.nn.Module, path: Path, trainable: bool = False) -> PeftModel:
     """A saved peft adapter on ``model``; a missing or damaged one is a clear error naming it."""
     try:
-        return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+        with peft_without_its_transformers_deprecation():
+            return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
     except Exception as error:  # safetensors, peft and OS errors differ by version; all mean the same here
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{path}: the saved LoRA adapter cannot be loaded ({first_line})") from None

@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--quality-limit", type=int, default=None, help="test queries for the quality table (all)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_serve"))
+    parser.add_argument(
+        "--engine-check", action="store_true", help="serve the run behind the engine check (one trained with it is)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -107,9 +110,9 @@ def main() -> None:
     tail = [catalog.queries[qid] for qid in catalog.query_ids("test")]
     store_path = args.out / "head.db"
     print(f"precomputing {len(head)} head queries with {args.checkpoint} ...")
-    precompute(args.checkpoint, args.catalog, head, store_path, args.data_dir)
+    precompute(args.checkpoint, args.catalog, head, store_path, args.data_dir, engine_check=args.engine_check)
     store = ExpansionStore(store_path)
-    policy = load_agent(args.checkpoint, args.catalog, args.data_dir)
+    policy = load_agent(args.checkpoint, args.catalog, args.data_dir, engine_check=args.engine_check)
     env = LeserEnv(catalog=args.catalog, data_dir=args.data_dir, split="train")
     prf = agents.make("prf", catalog=args.catalog, data_dir=args.data_dir)
     # Each bare call answers one query, the same queries its HTTP path times below, so that a
@@ -127,8 +130,9 @@ def main() -> None:
 
     print("timing through HTTP ...")
     catalog_args = ["--catalog", args.catalog, *(["--data-dir", args.data_dir] if args.data_dir else [])]
+    policy_args = ["--checkpoint", args.checkpoint, *(["--engine-check"] if args.engine_check else [])]
     with serve_in_process(
-        ["--store", str(store_path), "--checkpoint", args.checkpoint, *catalog_args, "--tail-budget-ms", "600000"]
+        ["--store", str(store_path), *policy_args, *catalog_args, "--tail-budget-ms", "600000"]
     ) as url:
         http_latency(url, head[:8], "store")  # warm-up
         seconds, _ = http_latency(url, (head * 4)[:200], "store")
@@ -173,6 +177,7 @@ def main() -> None:
     report = {
         "catalog": args.catalog,
         "checkpoint": args.checkpoint,
+        "engine_check": bool(getattr(policy, "engine_check", False)),
         "clients": args.clients,
         "latency": rows,
         "quality": {name: {k: v for k, v in s.items() if k != "agent_config"} for name, s in quality.items()},

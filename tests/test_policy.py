@@ -285,11 +285,14 @@ def with_trained_adapter(policy: LLMPolicy) -> LLMPolicy:
 
 
 def test_checkpoint_round_trip(tiny_policy, tmp_path: Path) -> None:
-    policy = with_trained_adapter(tiny_policy())
-    samples = policy.sample(OBSERVATIONS, n=1)
-    policy.save(tmp_path / "policy")
-    base = tiny_policy(base_only=True)  # same seed: the same base weights
-    restored = LLMPolicy.load(tmp_path / "policy", model=base, tokenizer=policy.tokenizer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        policy = with_trained_adapter(tiny_policy())
+        samples = policy.sample(OBSERVATIONS, n=1)
+        policy.save(tmp_path / "policy")
+        base = tiny_policy(base_only=True)  # same seed: the same base weights
+        restored = LLMPolicy.load(tmp_path / "policy", model=base, tokenizer=policy.tokenizer)
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]  # peft's, not the user's
     again = restored.completion_logprobs(samples.prompt_ids, samples.completion_ids, grad=False)
     for first, second in zip(samples.logprobs, again, strict=True):
         torch.testing.assert_close(first, second)
@@ -757,3 +760,6 @@ def test_a_departure_screen_keeps_the_queries_where_the_policy_is_not_prf(
     (tmp_path / "run" / grpo.DEPARTURE_QUERIES_FILE).write_text(json.dumps({**screen, "query_ids": screened[:1]}))
     grpo.train(policy, env, replace(config, max_steps=2), tmp_path / "run", resume=True, progress=False)
     assert pools[-1] == screened[:1]  # read back, not screened again
+    (tmp_path / "run" / grpo.DEPARTURE_QUERIES_FILE).unlink()  # the trained policy must not screen again
+    with pytest.raises(ValueError, match=r"departure_queries\.json: missing; the departure screen this run"):
+        grpo.train(policy, env, replace(config, max_steps=3), tmp_path / "run", resume=True, progress=False)

@@ -311,6 +311,7 @@ def test_leser_precompute_and_serve_from_the_command_line(tmp_path: Path, env: L
 def test_the_serving_benchmark_runs_end_to_end(tiny_run: Path, tmp_path: Path) -> None:
     script = Path(__file__).parent.parent / "benchmarks" / "bench_serve.py"
     args = ["--checkpoint", str(tiny_run), "--head", "4", "--tail", "2", "--clients", "2", "--quality-limit", "4"]
+    args.append("--engine-check")  # a run trained without it, measured behind it: the flag reaches every path
     result = subprocess.run(
         [sys.executable, str(script), *args, "--out", str(tmp_path / "bench")],
         capture_output=True,
@@ -321,5 +322,6 @@ def test_the_serving_benchmark_runs_end_to_end(tiny_run: Path, tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "bench" / "serve.json").read_text())
     assert {"store hit", "online tail (model)", "fallback (prf)", "bare store lookup"} <= set(report["latency"])
-    assert report["latency"]["store hit"]["ratio_to_bare"] > 0 and set(report["quality"]) == {"none", "prf", "grpo"}
+    assert report["latency"]["store hit"]["ratio_to_bare"] > 0 and report["engine_check"] is True
+    assert set(report["quality"]) == {"none", "prf", "grpo+check"}
     assert (tmp_path / "bench" / "latency.png").stat().st_size > 1000
