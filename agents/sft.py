@@ -27,6 +27,13 @@ How the targets are made, and why they do not leak:
   order of the evidence's "Classic expansions (prf)" line), which the policy can read off its
   input. Where no set is worth more than 0, the target is the query itself (a valid action worth
   exactly 0), so the policy learns the format anyway.
+- ``start_with_core`` (off by default) starts the search from prf's expansions with the
+  evidence's "Words that match together" phrase (the product word with the query word most
+  feedback titles share, e.g. "back chair") in place of prf's last, or added when prf has fewer
+  than ``max_expansions``; not when it is the query or already one of prf's. With ``max_edits=0``
+  the target is exactly that set: a function of the observation, which the policy can read off its
+  input, where the reward's edits depend on products it never sees. On 1,556 train queries that set
+  scores +0.022 above prf's on average (better on 38% of them, worse on 36%).
 - The target is written in the action format with a one-sentence think block naming one
   phrase (a list there taught the model to loop inside the think block).
 Validation and test queries are never read here; ``format_valid_rate`` measures the paper's
@@ -80,6 +87,9 @@ class SFTConfig:
     candidates_per_query: int = 25
     max_edits: int = 2  # edits from prf's expansions the target search may make (see the module docstring)
     min_edit_gain: float = 0.0  # the reward an edit must add to the target set to be made
+    # The target search starts from prf's expansions with the evidence's "words that match together"
+    # in place of the last (see the module docstring). Off by default: measured in the README's Results.
+    start_with_core: bool = False
     save_steps: int = 25  # optimizer steps
     seed: int = 0
 
@@ -115,11 +125,14 @@ def build_examples(
     max_edits: int = 2,
     min_edit_gain: float = 0.0,
     progress: bool = False,
+    start_with_core: bool = False,
 ) -> list[dict[str, Any]]:
     """Warm-up (observation, target action) pairs from train queries only (see the module docstring);
     ``progress`` shows a bar, one tick a query (the target search scores many sets for each)."""
     if env.split != Split.TRAIN:
         raise ValueError("SFT examples are built from the train split only")
+    if start_with_core and env.feedback is None:
+        raise ValueError("start_with_core reads the feedback evidence: use an environment with feedback_evidence=True")
     catalog = env.catalog
     engine = engine_for(env.catalog_spec, env.data_dir)
     feedback = PseudoRelevanceFeedbackAgent(env.catalog_spec, env.data_dir)
@@ -139,12 +152,15 @@ def build_examples(
                     phrases[" ".join(words[start : start + size])] += 1
         labelled = [phrase for phrase, _ in phrases.most_common()]
         from_prf = feedback.expand(query)[0]
+        core = [" ".join(env.feedback.evidence(query).core)] if start_with_core and env.feedback else []
         candidates = [
             phrase
-            for phrase in dict.fromkeys([*from_prf, *labelled])
-            if phrase.lower() != query.lower() and grounded(engine, phrase, shown)
+            for phrase in dict.fromkeys([*from_prf, *core, *labelled])
+            if phrase and phrase.lower() != query.lower() and grounded(engine, phrase, shown)
         ][:candidates_per_query]
         start = [phrase for phrase in from_prf if phrase in candidates]
+        if core and core[0] in candidates and core[0].casefold() not in {phrase.casefold() for phrase in start}:
+            start = [*start[: max_expansions - 1], core[0]]  # in place of prf's last, or added where there is room
         # Written in the candidates' own order (prf's, which follows the evidence, then the labelled
         # phrases), not the order the search picked them in: the set and its reward are the same,
         # and the policy can read that order off its observation.
@@ -355,6 +371,7 @@ def run(
         config.max_edits,
         config.min_edit_gain,
         progress,
+        config.start_with_core,
     )
     validation_env = LeserEnv(catalog=env.catalog_spec, data_dir=env.data_dir, split="validation")
     held_out = [validation_env.observe(qid)[0] for qid in validation_env.query_ids[:validation_queries]]

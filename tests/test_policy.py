@@ -414,6 +414,30 @@ def test_sft_target_search_stays_within_its_edits_of_prf() -> None:
         assert env.score_group(query, [chosen])[0][0] >= env.score_group(query, [start])[0][0]
 
 
+def test_sft_targets_can_start_from_prf_with_the_words_that_match_together() -> None:
+    """With no edits, the target is prf's set with the evidence's core phrase in place of its last: a
+    function of the observation."""
+    env = LeserEnv(catalog="synthetic", split="train")
+    prf = agents.make("prf", catalog="synthetic")
+    examples = sft.build_examples(env, 12, max_edits=0, start_with_core=True)
+    replaced = 0
+    for example in examples:
+        query, evidence = example["observation"]["query"], example["observation"]["evidence"]
+        expected = prf.expand(query)[0]
+        core = " ".join(env.feedback.evidence(query).core)
+        assert f"Words that match together (products): {core} (" in evidence or not core  # read off the input
+        if core and core.casefold() not in {query.casefold(), *(e.casefold() for e in expected)}:
+            expected, replaced = [*expected[:4], core], replaced + 1
+        answer = list(parse_action(example["target"]).expansions)
+        assert answer in (expected, [query])  # the query alone where the set is worth nothing
+    assert replaced >= 8
+    plain = sft.build_examples(env, 12, max_edits=0)
+    assert [e["target"] for e in plain] != [e["target"] for e in examples]
+    with pytest.raises(ValueError, match="start_with_core reads the feedback evidence"):
+        without = LeserEnv(catalog="synthetic", split="train", feedback_evidence=False)
+        sft.build_examples(without, 2, start_with_core=True)
+
+
 COVERS = {"a": {1, 2}, "b": {1, 2}, "c": {1, 2}, "d": {3}}  # a, b and c retrieve the same products
 
 
