@@ -339,14 +339,10 @@ def departure_query_ids(
     mean reward minus prf's; a resumed run (``resume`` and a checkpoint in ``out``) reads the ids
     back instead, and refuses to go on without the file."""
     file = out / DEPARTURE_QUERIES_FILE
-    saved = saved_query_ids(file, resume, "the departure screen", "start the run again")
+    # Required: screening again now would ask the trained policy, not the starting one.
+    saved = saved_query_ids(file, resume, "the departure screen", "start the run again", required=True)
     if saved is not None:
         return saved
-    if resume and has_checkpoint(out):  # screening now would ask the trained policy, not the starting one
-        raise ValueError(
-            f"{file}: missing; the departure screen this run started from is written there when it starts. "
-            "Restore it, or start the run again"
-        )
     pool = list(env.query_ids if query_ids is None else query_ids)
     screened = random.Random(seed).sample(pool, min(count, len(pool)))
     baseline = make("prf", catalog=env.catalog_spec, data_dir=env.data_dir)

@@ -199,12 +199,20 @@ def rl_query_ids(env: Any, out: Path, resume: bool, init: str | Path | None, ski
     return kept or list(env.query_ids)
 
 
-def saved_query_ids(file: Path, resume: bool, what: str, remedy: str) -> list[str] | None:
+def saved_query_ids(file: Path, resume: bool, what: str, remedy: str, required: bool = False) -> list[str] | None:
     """The query ids a run wrote to ``file`` when it started (``{"query_ids": [...]}``), when it is
     being resumed from a checkpoint in ``file``'s directory and the file is there; None otherwise,
     so the caller works them out (and writes them) afresh. A file that is not what this project
-    writes raises, naming ``what`` it should hold and the ``remedy``."""
-    if not (resume and has_checkpoint(file.parent) and file.is_file()):
+    writes raises, naming ``what`` it should hold and the ``remedy``; so does a missing one when
+    ``required`` (ids that cannot be worked out again once the run has trained)."""
+    if not (resume and has_checkpoint(file.parent)):
+        return None
+    if not file.is_file():
+        if required:
+            raise ValueError(
+                f"{file}: missing; {what} this run started from is written there when it starts. "
+                f"Restore it, or {remedy}"
+            )
         return None
     try:
         return list(json.loads(file.read_text())["query_ids"])
