@@ -1,6 +1,7 @@
 """Warm up the default model on the action format, then train it with GRPO, then compare it.
 
     python examples/train_grpo.py [--catalog synthetic] [--sft-steps 100] [--sft-epochs 1] [--grpo-steps 40]
+                                  [--max-edits 2] [--start-with-core] [--num-generations 4]
                                   [--loss-type dr_grpo] [--limit 100] [--engine-check]
 
 On a 2-core CPU a warm-up step takes about 11 s and a GRPO step about 32 s (16 completions); the
@@ -32,7 +33,17 @@ def main() -> None:
         default=0.0,
         help="the reward an edit of prf's expansions must add to a warm-up target to be made",
     )
+    parser.add_argument(
+        "--max-edits", type=int, default=2, help="edits of prf's expansions the warm-up's target search may make"
+    )
+    parser.add_argument(
+        "--start-with-core",
+        action="store_true",
+        help="warm-up targets start from prf's set with the evidence's core phrase in place of its last "
+        "(with --max-edits 0 that set is the target)",
+    )
     parser.add_argument("--grpo-steps", type=int, default=40)
+    parser.add_argument("--num-generations", type=int, default=4, help="GRPO completions per query")
     parser.add_argument(
         "--loss-type",
         default="dr_grpo",
@@ -59,7 +70,13 @@ def main() -> None:
         print(f"1/3 warm-up: {args.sft_steps} steps, format-valid rate measured before and after")
         warm_up_env = LeserEnv(catalog=args.catalog, split="train")  # the warm-up imitates fixed targets
         report = sft.run(
-            sft.SFTConfig(max_steps=args.sft_steps, num_train_epochs=args.sft_epochs, min_edit_gain=args.min_edit_gain),
+            sft.SFTConfig(
+                max_steps=args.sft_steps,
+                num_train_epochs=args.sft_epochs,
+                min_edit_gain=args.min_edit_gain,
+                max_edits=args.max_edits,
+                start_with_core=args.start_with_core,
+            ),
             warm_up_env,
             sft_dir,
             resume=True,
@@ -70,7 +87,10 @@ def main() -> None:
     print(f"2/3 GRPO: {args.grpo_steps} steps from the warmed-up policy")
     grpo.run(
         grpo.GRPOConfig(
-            max_steps=args.grpo_steps, loss_type=args.loss_type, skip_warm_up_queries=args.skip_warm_up_queries
+            max_steps=args.grpo_steps,
+            num_generations=args.num_generations,
+            loss_type=args.loss_type,
+            skip_warm_up_queries=args.skip_warm_up_queries,
         ),
         train_env,
         grpo_dir,
