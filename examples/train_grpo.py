@@ -30,11 +30,14 @@ def main() -> None:
     parser.add_argument(
         "--min-edit-gain",
         type=float,
-        default=0.0,
+        default=sft.SFTConfig.min_edit_gain,
         help="the reward an edit of prf's expansions must add to a warm-up target to be made",
     )
     parser.add_argument(
-        "--max-edits", type=int, default=2, help="edits of prf's expansions the warm-up's target search may make"
+        "--max-edits",
+        type=int,
+        default=sft.SFTConfig.max_edits,
+        help="edits of prf's expansions the warm-up's target search may make",
     )
     parser.add_argument(
         "--start-with-core",
@@ -43,7 +46,9 @@ def main() -> None:
         "(with --max-edits 0 that set is the target)",
     )
     parser.add_argument("--grpo-steps", type=int, default=40)
-    parser.add_argument("--num-generations", type=int, default=4, help="GRPO completions per query")
+    parser.add_argument(
+        "--num-generations", type=int, default=grpo.GRPOConfig.num_generations, help="GRPO completions per query"
+    )
     parser.add_argument(
         "--loss-type",
         default="dr_grpo",
