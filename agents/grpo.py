@@ -33,7 +33,11 @@ current policy's (LUFFY, Yan et al. 2025, "Learning to Reason under Off-Policy G
 the guide's set beats the policy's samples the policy is pulled towards it, where the samples
 beat it they are pushed up and it down; where they write the same set nothing moves. The logged
 rewards are the policy's samples only; ``guide_reward`` and ``guide_advantage`` say how the guide
-fared.
+fared. ``off_policy_guide="reward-search"`` makes the guide the best set of the phrases the
+observation's evidence composes that the environment's own reward finds (``agents.baselines``'s
+``reward-search``: +0.10 a query above prf's on synthetic train queries, where prf's own set is
+close to what a warmed-up policy writes), a guide that knows which of the phrases the policy
+can read pay: the search costs about 0.06 s a query, a small part of a step.
 
 With ``screen_departures=N`` (0, off, by default) the stage first answers N of the train queries
 it may draw (a seeded sample) with the starting policy, greedily as it is evaluated, and keeps
@@ -76,10 +80,11 @@ from catalogs.storage import write_json_atomically
 from leser_env.actions import parse_action
 from leser_env.config_ranges import NON_NEGATIVE, POSITIVE, Range, check_ranges
 from leser_env.env import LeserEnv
+from leser_env.reward import RewardConfig
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 DEPARTURE_QUERIES_FILE = "departure_queries.json"
-GUIDE_AGENTS = ("prf",)  # agents that need no trained checkpoint and write real expansions
+GUIDE_AGENTS = ("prf", "reward-search")  # agents that need no trained checkpoint and write real expansions
 SCALE_REWARDS = ("none", "group", "batch")
 
 
@@ -224,6 +229,16 @@ def collect(
     queries = [(observation["query"], query_id) for observation, query_id in zip(observations, query_ids, strict=True)]
     rewards, infos = score_groups(env, queries, samples.texts, samples.n)
     return samples, rewards, infos
+
+
+def guide_agent(name: str, env: LeserEnv) -> Agent:
+    """The off-policy guide ``name`` for ``env``'s catalog; ``reward-search`` searches with ``env``'s own reward."""
+    if name != "reward-search":
+        return make(name, catalog=env.catalog_spec, data_dir=env.data_dir)
+    config = getattr(env.reward, "config", None)
+    if not isinstance(config, RewardConfig):
+        raise ValueError("the reward-search guide needs an environment whose reward is a RewardConfig's (a Reward)")
+    return make(name, catalog=env.catalog_spec, data_dir=env.data_dir, reward=asdict(config))
 
 
 def guide_texts(guide: Agent, observations: Sequence[dict[str, Any]], policy: LLMPolicy) -> list[str]:
@@ -402,11 +417,7 @@ def train(
         query_ids = departure_query_ids(
             policy, env, config.screen_departures, out, resume, query_ids, config.seed, progress=progress
         )
-    guide = (
-        make(config.off_policy_guide, catalog=env.catalog_spec, data_dir=env.data_dir)
-        if config.off_policy_guide
-        else None
-    )
+    guide = guide_agent(config.off_policy_guide, env) if config.off_policy_guide else None
     with progress_bar(progress) as bar:
         task = bar.add_task("GRPO", total=config.max_steps, completed=start)
         for step in range(start, config.max_steps):

@@ -43,7 +43,6 @@ validation queries.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import random
@@ -54,11 +53,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from agents.base import register
-from agents.baselines import PseudoRelevanceFeedbackAgent
+from agents.baselines import PseudoRelevanceFeedbackAgent, improve_expansion_set
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig
 from agents.progress import progress_bar, track
@@ -210,48 +208,6 @@ def grounded(engine: SearchEngine, phrase: str, shown: set[str]) -> bool:
         and all(word in shown for word in words)
         and all(engine.analyze(word) for word in (words[0], words[-1]))
     )
-
-
-def improve_expansion_set(
-    env: LeserEnv,
-    query: str,
-    candidates: Sequence[str],
-    max_expansions: int,
-    start: Sequence[str] = (),
-    max_edits: int | None = None,
-    min_edit_gain: float = 0.0,
-) -> list[str]:
-    """``start`` improved one edit at a time: each round, of all the sets one edit away (drop an
-    expansion, replace one with a candidate, add a candidate), the one whose reward is highest, while
-    it beats the current set's by more than ``min_edit_gain``, for at most ``max_edits`` rounds (no
-    limit when None; ``max_expansions`` from an empty start).
-
-    Ties go to the edit of the later expansion, so an earlier (for prf, stronger) one is kept when
-    dropping either gains the same: expansions that retrieve the same products tie often, and
-    breaking ties toward the first made the targets drop prf's first expansion in 50 of 80 train
-    queries (25 with ties to the later, the targets' reward unchanged), which the policy learnt
-    as a habit.
-
-    Returns an empty list when no set reached is worth more than 0 (the query alone).
-    """
-    chosen = list(dict.fromkeys(start))[:max_expansions]
-    best = float(env.score_group(query, [chosen])[0][0]) if chosen else 0.0
-    rounds = max_expansions if not chosen else max_edits
-    for _ in itertools.count() if rounds is None else range(rounds):
-        unused = [phrase for phrase in candidates if phrase not in chosen]
-        last_first = range(len(chosen) - 1, -1, -1)  # np.argmax takes the first best: ties go to the later
-        neighbours = [chosen[:i] + chosen[i + 1 :] for i in last_first] if len(chosen) > 1 else []
-        neighbours += [[*chosen[:i], phrase, *chosen[i + 1 :]] for i in last_first for phrase in unused]
-        if len(chosen) < max_expansions:
-            neighbours += [[*chosen, phrase] for phrase in unused]
-        if not neighbours:
-            break
-        rewards, _ = env.score_group(query, neighbours)
-        index = int(np.argmax(rewards))
-        if rewards[index] <= best + min_edit_gain:
-            break
-        chosen, best = neighbours[index], float(rewards[index])
-    return chosen if best > 0 else []
 
 
 def format_valid_rate(

@@ -17,7 +17,7 @@ from agents.baselines import NoExpansionAgent, PseudoRelevanceFeedbackAgent, Ran
 from catalogs import Catalog
 from leser_env.actions import parse_action
 
-BASELINES = ("none", "random", "prf")
+BASELINES = ("none", "random", "prf", "reward-search")
 ADVERSARIAL_QUERIES = (
     "",
     "   \n\t ",
@@ -176,6 +176,30 @@ def test_make_and_save_load_round_trip(name: str, tmp_path: Path, synthetic: Cat
     if name == "prf":
         assert loaded.method == "rm3" and loaded.prf.feedback_docs == 8
         assert all(len(parse_action(action).expansions) <= 3 for action in agent.act(observations))
+
+
+def test_reward_search_composes_the_evidence_and_never_scores_below_prf() -> None:
+    """Its sets start from prf's and only take edits the reward pays for, under the reward it is given
+    (here the engine-checked one GRPO trains with); every word is one the observation shows."""
+    env = gym.make("LESER-v0", catalog="synthetic", split="train", engine_check=True).unwrapped
+    search = agents.make("reward-search", catalog="synthetic", engine_check=True)
+    prf = agents.make("prf", catalog="synthetic")
+    observations = [env.observe(query_id)[0] for query_id in env.query_ids[:30]]
+    gains = []
+    for observation, action, prf_action in zip(
+        observations, search.act(observations), prf.act(observations), strict=True
+    ):
+        rewards, _ = env.score_group(observation["query"], [action, prf_action])
+        gains.append(rewards[0] - rewards[1])
+        shown = set(re.findall(r"[^\W_]+", f"{observation['query']} {observation['evidence']}".lower()))
+        for expansion in parse_action(action).expansions:
+            assert set(re.findall(r"[^\W_]+", expansion.lower())) <= shown, (observation["query"], expansion)
+    assert min(gains) >= -1e-9 and sum(gains) / len(gains) > 0.02
+    assert search.act(observations[:5]) == agents.make("reward-search", catalog="synthetic", engine_check=True).act(
+        observations[:5]
+    )
+    with pytest.raises(ValueError, match="max_edits"):
+        agents.make("reward-search", max_edits=-1)
 
 
 def test_prf_rejects_bad_options() -> None:

@@ -6,7 +6,7 @@ import json
 import math
 import re
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -740,8 +740,33 @@ def test_an_off_policy_guide_joins_each_group_and_the_policy_moves_towards_it(ti
     assert record["reward_mean"] == penalty and record["valid_rate"] == 0.0  # the policy's own samples only
     assert record["guide_reward"] > penalty and record["guide_advantage"] > 0 and record["zero_signal"] == 0.0
     assert (tmp_path / "learning_curve.png").is_file()  # drawn with the guide's reward beside the policy's
-    with pytest.raises(ValueError, match="off_policy_guide must be one of prf"):
+    with pytest.raises(ValueError, match="off_policy_guide must be one of prf, reward-search"):
         grpo.GRPOConfig(off_policy_guide="sft")
+
+
+class RewardWithoutConfig:
+    """A reward object (``score_group``) with no ``RewardConfig`` behind it."""
+
+    def __init__(self, reward: object) -> None:
+        self.inner = reward
+
+    def score_group(self, query: str, actions: list) -> list:
+        return self.inner.score_group(query, actions)
+
+
+def test_the_reward_search_guide_searches_with_the_training_environments_reward(tiny_policy) -> None:
+    env = LeserEnv(catalog="synthetic", split="train", engine_check=True, reward="paper")
+    guide = grpo.guide_agent("reward-search", env)
+    assert guide.config["reward"] == asdict(env.reward.config) and guide.env.reward.config == env.reward.config
+    observation, _ = env.observe(env.query_ids[0])
+    (action,) = guide.act([observation])
+    assert grpo.guide_texts(guide, [observation], tiny_policy())[0] == sft.target_action(
+        [text for text in parse_action(action).expansions if text != observation["query"]], observation["query"]
+    )
+    assert grpo.guide_agent("prf", env).name == "prf"
+    custom = LeserEnv(catalog="synthetic", split="train", reward=RewardWithoutConfig(env.reward))
+    with pytest.raises(ValueError, match="reward-search guide needs"):
+        grpo.guide_agent("reward-search", custom)
 
 
 def test_a_departure_screen_keeps_the_queries_where_the_policy_is_not_prf(
