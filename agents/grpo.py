@@ -101,7 +101,7 @@ class GRPOConfig:
     scale_rewards: str = "none"  # "group" or "batch": divide advantages by that standard deviation
     loss_type: str = "grpo"  # "dapo", "dr_grpo": every completion token weighs the same
     num_iterations: int = 1
-    micro_batch: int = 8  # completions per forward/backward pass (gradient accumulation)
+    micro_batch: int = 8  # completions per forward/backward pass (gradient accumulation), whole groups (micro_batches)
     max_grad_norm: float = 1.0
     save_steps: int = 5
     seed: int = 0
@@ -309,8 +309,7 @@ def update(
     for _ in range(config.num_iterations):
         optimizer.zero_grad()
         sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
-        for start in range(0, total, config.micro_batch):
-            part = slice(start, start + config.micro_batch)
+        for part in micro_batches(len(samples.prompt_ids), samples.n, config):
             new, entropies = policy.completion_logprobs(
                 prompts[part], samples.completion_ids[part], grad=True, return_entropy=True
             )
@@ -334,6 +333,25 @@ def update(
         optimizer.step()
         stats = sums
     return stats
+
+
+def micro_batches(groups: int, n: int, config: GRPOConfig) -> list[slice]:
+    """The rows of each forward/backward pass over ``groups`` groups of ``n`` completions, laid out
+    group after group. A pass never holds part of a group it could hold whole, as a group's prompt is
+    encoded once per pass (``LLMPolicy.completion_outputs``): with ``micro_batch`` at least the
+    policy's own ``num_generations``, a pass is ``micro_batch // num_generations`` whole groups,
+    each with its off-policy guide's completion when there is one (so 9 rows for 8 samples and
+    a guide, where passes of 8 rows would encode 8 prompts a step instead of 4); with less, each
+    group is cut into passes of ``micro_batch`` rows."""
+    own = min(config.num_generations, n)
+    if config.micro_batch >= own:
+        per = config.micro_batch // own
+        return [slice(first * n, min(first + per, groups) * n) for first in range(0, groups, per)]
+    return [
+        slice(group * n + start, min(group * n + start + config.micro_batch, (group + 1) * n))
+        for group in range(groups)
+        for start in range(0, n, config.micro_batch)
+    ]
 
 
 def departure_query_ids(

@@ -275,6 +275,22 @@ def test_micro_batches_do_not_change_the_grpo_loss_even_with_an_empty_completion
     assert losses[2] == pytest.approx(losses[0], rel=1e-5, abs=1e-7)
 
 
+def test_a_grpo_pass_holds_whole_groups_so_each_prompt_is_encoded_once_a_pass() -> None:
+    def rows(groups: int, n: int, **config: int) -> list[list[int]]:
+        passes = grpo.micro_batches(groups, n, grpo.GRPOConfig(**config))
+        covered = [row for part in passes for row in range(groups * n)[part]]
+        assert covered == list(range(groups * n))  # every row once, in order
+        return [list(range(groups * n)[part]) for part in passes]
+
+    assert rows(4, 8, num_generations=8, micro_batch=8) == [list(range(g * 8, g * 8 + 8)) for g in range(4)]
+    assert rows(4, 4, num_generations=4, micro_batch=8) == [list(range(0, 8)), list(range(8, 16))]
+    guided = rows(4, 9, num_generations=8, micro_batch=8)  # 8 samples and the guide's completion: one pass a group
+    assert guided == [list(range(g * 9, g * 9 + 9)) for g in range(4)]
+    assert rows(3, 5, num_generations=4, micro_batch=8) == [list(range(0, 10)), list(range(10, 15))]
+    assert rows(2, 4, num_generations=4, micro_batch=3) == [[0, 1, 2], [3], [4, 5, 6], [7]]  # never across groups
+    assert rows(2, 4, num_generations=4, micro_batch=1) == [[row] for row in range(8)]
+
+
 def with_trained_adapter(policy: LLMPolicy) -> LLMPolicy:
     """A fresh adapter is a no-op (LoRA B starts at zero); random B weights make it change the outputs."""
     with torch.no_grad():
