@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from agents.base import Agent, available, load, make, register
+from agents.base import Agent, agent_class, available, load, make, register
 
-__all__ = ["Agent", "available", "load", "make", "register"]
+__all__ = ["Agent", "agent_class", "available", "load", "make", "register"]

@@ -37,6 +37,9 @@ class Agent(ABC):
     """
 
     name: ClassVar[str] = ""
+    # True for an agent that scores sets with the reward while it acts (reward-search): the CLI then
+    # builds it with the reward preset it evaluates under, and its --engine-check.
+    reads_reward: ClassVar[bool] = False
 
     def __init__(self, catalog: str = "synthetic", data_dir: str | None = None, seed: int = 0, **config: Any) -> None:
         self.catalog = str(catalog)
@@ -89,12 +92,17 @@ def available() -> list[str]:
 
 def make(name: str, **kwargs: Any) -> Agent:
     """Build an agent by name (``agents.available()`` lists them)."""
+    return agent_class(name)(**kwargs)
+
+
+def agent_class(name: str) -> type[Agent]:
+    """The class ``make(name)`` builds."""
     _import_agent_modules()
     if name not in REGISTRY:
         _import_agent_modules(everything=True)
     if name not in REGISTRY:
         raise ValueError(f"unknown agent {name!r}; available: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**kwargs)
+    return REGISTRY[name]
 
 
 def load(path: str | Path, **overrides: Any) -> Agent:

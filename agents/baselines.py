@@ -24,6 +24,7 @@ import itertools
 import random
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -256,8 +257,12 @@ class RewardSearchAgent(Agent):
     fields; ``engine_check``, when given, as the environment takes it), so it is a reference for how much the
     evidence is worth, not a policy to compare with on equal terms. On 100 synthetic train queries
     (default reward, engine check) it scores +0.10 a query above prf's set and below it on none;
-    about 0.06 s a query on one CPU core (a few hundred sets, scored in groups).
+    about 0.06 s a query on one CPU core (a few hundred sets, scored in groups). ``leser evaluate``
+    and ``leser compare`` build it with the reward preset they score under and their
+    ``--engine-check``.
     """
+
+    reads_reward = True
 
     def __init__(
         self,
@@ -270,14 +275,24 @@ class RewardSearchAgent(Agent):
         **options: Any,
     ) -> None:
         from leser_env.env import LeserEnv  # the environment's reward and evidence, built once per agent
+        from leser_env.reward import RewardConfig
 
         if max_edits < 0:
             raise ValueError(f"max_edits must be >= 0, got {max_edits}")
         super().__init__(
             catalog, data_dir, seed, reward=reward, engine_check=engine_check, max_edits=int(max_edits), **options
         )
-        self.env = LeserEnv(catalog, data_dir, reward=reward, engine_check=engine_check)
+        config = RewardConfig.resolve(reward)
+        if engine_check is not None:
+            config = replace(config, engine_check=bool(engine_check))
+        self.env = LeserEnv(catalog, data_dir, reward=config)
         self.max_edits = int(max_edits)
+        # Evaluation scores it behind the engine check when it searched behind it, as LLM runs trained so.
+        self.engine_check = config.engine_check
+
+    @property
+    def label(self) -> str:
+        return self.name + ("+check" if self.engine_check else "")
 
     def act(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:
         actions = []

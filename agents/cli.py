@@ -398,13 +398,17 @@ def build_agent(
     device: str | None = None,
     dtype: str | None = None,
     decoding: str | None = None,
+    reward: str | None = None,
 ):
-    """An agent by registry name, or restored from a checkpoint directory."""
+    """An agent by registry name, or restored from a checkpoint directory; an agent that reads the
+    reward while it acts is built with ``reward``, the preset it is evaluated under."""
     import agents
 
     options: dict[str, Any] = {"catalog": catalog, "data_dir": str(data_dir) if data_dir else None}
     if engine_check:
         options["engine_check"] = True
+    if checkpoint is None and reward and agents.agent_class(name).reads_reward:
+        options["reward"] = reward
     if decoding:
         if checkpoint is None and name not in ("sft", "grpo", "ppo"):
             raise ValueError(f"--decoding is for LLM agents (sft, grpo, ppo), not {name!r}")
@@ -412,7 +416,7 @@ def build_agent(
     options.update(placement(device, dtype))
     built = agents.load(checkpoint, **options) if checkpoint is not None else agents.make(name, seed=seed, **options)
     if engine_check and not hasattr(built, "engine_check"):
-        raise ValueError(f"--engine-check is for LLM agents (sft, grpo, ppo), not {built.name!r}")
+        raise ValueError(f"--engine-check is for LLM agents (sft, grpo, ppo) and reward-search, not {built.name!r}")
     return built
 
 
@@ -472,7 +476,9 @@ def evaluate_command(
     """Run one agent over every query of a split and report the metrics."""
     from agents.evaluate import evaluate
 
-    built = build_agent(agent, checkpoint, catalog, data_dir, seed, engine_check, device, dtype, decoding)
+    built = build_agent(
+        agent, checkpoint, catalog, data_dir, seed, engine_check, device, dtype, decoding, reward=reward_preset
+    )
     data = str(data_dir) if data_dir else None
     summary = evaluate(built, catalog, split, data, limit, out, progress=not as_json, reward=reward_preset)
     if as_json:
@@ -501,18 +507,25 @@ def compare_command(
     ] = "greedy",
     engine_check: Annotated[
         bool,
-        typer.Option("--engine-check", help="Each --checkpoint: drop the expansions the engine matches nothing for."),
+        typer.Option(
+            "--engine-check",
+            help="Each --checkpoint (and reward-search): drop the expansions the engine matches nothing for.",
+        ),
     ] = False,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
 ) -> None:
     """Run several agents on the same queries: one table, one chart, paired differences with 95% intervals."""
+    import agents
     from agents.evaluate import compare
 
-    if engine_check and not checkpoints:
-        raise ValueError("--engine-check applies to the --checkpoint agents, and none was given")
+    names = [name.strip() for name in agent_names.split(",") if name.strip()]
+    reads_reward = [agents.agent_class(name).reads_reward for name in names]
+    if engine_check and not checkpoints and not any(reads_reward):
+        raise ValueError("--engine-check applies to the --checkpoint agents and reward-search, and none was given")
     built = [
-        build_agent(name.strip(), None, catalog, data_dir, seed) for name in agent_names.split(",") if name.strip()
+        build_agent(name, None, catalog, data_dir, seed, engine_check and reads, reward=reward_preset)
+        for name, reads in zip(names, reads_reward, strict=True)
     ]
     chosen = [decoding.strip() for decoding in decodings.split(",") if decoding.strip()]
     built += [

@@ -245,6 +245,20 @@ def test_compare_runs_a_trained_checkpoint_with_the_engine_check_and_both_decodi
     assert set(summaries["sft+check+vote"]["paired"]) == {"prf", "sft+check"}
 
 
+def test_reward_search_is_built_with_the_reward_and_engine_check_it_is_scored_under() -> None:
+    from dataclasses import replace
+
+    from agents.cli import build_agent
+    from leser_env.reward import RewardConfig
+
+    agent = build_agent("reward-search", None, "synthetic", None, 0, True, reward="paper")
+    assert agent.env.reward.config == replace(RewardConfig.resolve("paper"), engine_check=True)
+    assert agent.label == "reward-search+check" and build_agent("prf", None, "synthetic", None, 0, reward="paper")
+    result = invoke("compare", "--agents", "prf,reward-search", "--engine-check", "--limit", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)) == ["prf", "reward-search+check"]
+
+
 def test_compare_refuses_the_engine_check_without_a_checkpoint() -> None:
     result = invoke("compare", "--agents", "prf", "--engine-check")
     assert result.exit_code == 2 and "--engine-check applies to the --checkpoint agents" in result.stderr
