@@ -49,8 +49,9 @@ class Agent(ABC):
 
     @property
     def label(self) -> str:
-        """How tables and plots name this agent: its registry name unless a setting changes what it does."""
-        return self.name
+        """How tables and plots name this agent: its registry name unless a setting changes what it does;
+        "+check" for one evaluated behind the engine check (an ``engine_check`` attribute that is true)."""
+        return self.name + ("+check" if getattr(self, "engine_check", False) else "")
 
     @abstractmethod
     def act(self, observations: Sequence[Mapping[str, str]]) -> list[str]:

@@ -290,10 +290,6 @@ class RewardSearchAgent(Agent):
         # Evaluation scores it behind the engine check when it searched behind it, as LLM runs trained so.
         self.engine_check = config.engine_check
 
-    @property
-    def label(self) -> str:
-        return self.name + ("+check" if self.engine_check else "")
-
     def act(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:
         actions = []
         for observation in observations:
@@ -310,11 +306,12 @@ class RewardSearchAgent(Agent):
         evidence = self.env.feedback.evidence(query)
         matched = " ".join(word for word, count in evidence.query_words if count)
         cores = [" ".join(evidence.core), matched]
-        phrases = [*evidence.expansions, *cores]
-        phrases += [f"{term} {core}" for core in cores if core for term, _ in evidence.terms]
-        candidates = list({text.casefold(): text for text in map(fit_expansion, phrases) if text}.values())
+        from_prf = [fit_expansion(text) for text in evidence.expansions]
+        phrases = [*from_prf, *map(fit_expansion, cores)]
+        phrases += [fit_expansion(f"{term} {core}") for core in cores if core for term, _ in evidence.terms]
+        candidates = list({text.casefold(): text for text in phrases if text}.values())
         candidates = [text for text in candidates if text.casefold() != query.strip().casefold()]
-        start = [text for text in map(fit_expansion, evidence.expansions) if text in candidates]
+        start = [text for text in from_prf if text in candidates]
         return improve_expansion_set(
             self.env, query, candidates, self.env.action_limits.max_expansions, start, self.max_edits
         )

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import Agent, make, register
+from agents.base import Agent, agent_class, make, register
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
 from agents.progress import progress_bar, track
@@ -232,12 +232,13 @@ def collect(
 
 
 def guide_agent(name: str, env: LeserEnv) -> Agent:
-    """The off-policy guide ``name`` for ``env``'s catalog; ``reward-search`` searches with ``env``'s own reward."""
-    if name != "reward-search":
+    """The off-policy guide ``name`` for ``env``'s catalog; one that reads the reward while it acts
+    (``Agent.reads_reward``: reward-search) searches with ``env``'s own reward."""
+    if not agent_class(name).reads_reward:
         return make(name, catalog=env.catalog_spec, data_dir=env.data_dir)
     config = getattr(env.reward, "config", None)
     if not isinstance(config, RewardConfig):
-        raise ValueError("the reward-search guide needs an environment whose reward is a RewardConfig's (a Reward)")
+        raise ValueError(f"the {name} guide needs an environment whose reward is a RewardConfig's (a Reward)")
     return make(name, catalog=env.catalog_spec, data_dir=env.data_dir, reward=asdict(config))
 
 

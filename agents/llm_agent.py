@@ -77,7 +77,7 @@ class LLMAgent(Agent):
 
     @property
     def label(self) -> str:
-        return self.name + ("+check" if self.engine_check else "") + ("+vote" if self.decoding == "vote" else "")
+        return super().label + ("+vote" if self.decoding == "vote" else "")
 
     def act(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:
         if self.decoding == "greedy":
