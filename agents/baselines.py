@@ -33,7 +33,7 @@ import numpy as np
 from agents.base import Agent, register
 from catalogs import load_catalog
 from leser_env.actions import ActionLimits, encode_action, normalize_expansion
-from leser_env.feedback import MAX_WORD_CHARS, PseudoRelevanceFeedback
+from leser_env.feedback import MAX_WORD_CHARS, Evidence, PseudoRelevanceFeedback
 from leser_env.search import LONE_SURROGATES
 
 if TYPE_CHECKING:
@@ -304,17 +304,24 @@ class RewardSearchAgent(Agent):
         """The chosen expansion set for a (cleaned) query; empty when none beats the query alone."""
         assert self.env.feedback is not None
         evidence = self.env.feedback.evidence(query)
-        matched = " ".join(word for word, count in evidence.query_words if count)
-        cores = [" ".join(evidence.core), matched]
-        from_prf = [fit_expansion(text) for text in evidence.expansions]
-        phrases = [*from_prf, *map(fit_expansion, cores)]
-        phrases += [fit_expansion(f"{term} {core}") for core in cores if core for term, _ in evidence.terms]
-        candidates = list({text.casefold(): text for text in phrases if text}.values())
-        candidates = [text for text in candidates if text.casefold() != query.strip().casefold()]
-        start = [text for text in from_prf if text in candidates]
+        candidates = evidence_phrases(evidence, query)
+        start = [text for text in map(fit_expansion, evidence.expansions) if text in candidates]
         return improve_expansion_set(
             self.env, query, candidates, self.env.action_limits.max_expansions, start, self.max_edits
         )
+
+
+def evidence_phrases(evidence: Evidence, query: str) -> list[str]:
+    """The phrases composed from the feedback evidence (``LeserEnv``'s class docstring): prf's
+    expansions, the "Words that match together" phrase, the query words the catalog matches (in the
+    query's order), and each feedback term with either of those two; in that order, fitted to the
+    action's limits, without repeats or the query itself."""
+    matched = " ".join(word for word, count in evidence.query_words if count)
+    cores = [" ".join(evidence.core), matched]
+    phrases = [*map(fit_expansion, evidence.expansions), *map(fit_expansion, cores)]
+    phrases += [fit_expansion(f"{term} {core}") for core in cores if core for term, _ in evidence.terms]
+    unique = list({text.casefold(): text for text in phrases if text}.values())
+    return [text for text in unique if text.casefold() != query.strip().casefold()]
 
 
 def improve_expansion_set(

@@ -512,10 +512,21 @@ def compare_command(
             help="Each --checkpoint (and reward-search): drop the expansions the engine matches nothing for.",
         ),
     ] = False,
+    stored: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with",
+            help="[PREFIX=]DIR: add the agents of a comparison written earlier (--out) from its stored episodes, "
+            "labelled 'PREFIX label' (repeatable).",
+        ),
+    ] = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
 ) -> None:
-    """Run several agents on the same queries: one table, one chart, paired differences with 95% intervals."""
+    """Run several agents on the same queries: one table, one chart, paired differences with 95% intervals.
+
+    --with adds agents from a comparison written earlier without running them again (the same catalog,
+    split, reward and queries), e.g. a warm-up compared once, beside the RL run that continues it."""
     import agents
     from agents.evaluate import compare
 
@@ -533,10 +544,13 @@ def compare_command(
         for path in checkpoints or []
         for decoding in chosen
     ]
-    if not built:
-        raise ValueError("no agents to compare: pass --agents and/or --checkpoint")
+    earlier = [(text.partition("=")[0], text.partition("=")[2]) if "=" in text else ("", text) for text in stored or []]
+    if not built and not earlier:
+        raise ValueError("no agents to compare: pass --agents, --checkpoint and/or --with")
     data = str(data_dir) if data_dir else None
-    summaries = compare(built, catalog, split, data, limit, out, progress=not as_json, reward=reward_preset)
+    summaries = compare(
+        built, catalog, split, data, limit, out, progress=not as_json, reward=reward_preset, stored=earlier
+    )
     if as_json:
         emit_json(summaries)
     else:

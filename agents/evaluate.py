@@ -169,8 +169,15 @@ def compare(
     out: str | Path | None = None,
     progress: bool = True,
     reward: str | RewardConfig | None = None,
+    stored: Sequence[tuple[str, str | Path]] = (),
 ) -> dict[str, dict[str, Any]]:
     """Run several agents on the same queries; with ``out``, one table, one chart and every episode.
+
+    ``stored``: (prefix, directory) pairs of comparisons written earlier (``out``); their agents join
+    this one from their stored episodes, not run again, labelled "prefix label" (the label alone
+    when the prefix is empty). They must have been scored on the same catalog, split and reward, over
+    the same queries in the same order. A stored agent that this comparison also runs (same label
+    and config) is taken from this run.
 
     With two or more agents, each summary gets ``paired``: for every other agent, the difference
     of the paired metrics (``PAIRED``) with a bootstrap 95% interval over the queries.
@@ -178,7 +185,7 @@ def compare(
     names = [agent.label for agent in agents]
     if len(set(names)) != len(names):
         raise ValueError(f"agents to compare must have distinct names, got {names}")
-    if not agents:
+    if not agents and not stored:
         raise ValueError("no agents to compare")
     summaries: dict[str, dict[str, Any]] = {}
     episodes: dict[str, list[dict[str, Any]]] = {}
@@ -192,6 +199,32 @@ def compare(
             "reward": _reward_name(reward),
             **summarize(episodes[agent.label]),
         }
+    for prefix, directory in stored:
+        for label, (summary, records) in load_comparison(directory).items():
+            expected = {"catalog": catalog, "split": split, "reward": _reward_name(reward)}
+            for key, value in expected.items():
+                if summary.get(key) != value:
+                    raise ValueError(f"{directory}: {label} was scored with {key} {summary.get(key)!r}, not {value!r}")
+            if label in summaries and summaries[label].get("agent_config") == summary.get("agent_config"):
+                continue  # the same agent, run again here
+            name = f"{prefix} {label}" if prefix else label
+            if name in summaries:
+                raise ValueError(f"{directory}: an agent labelled {name!r} is already compared; give it a prefix")
+            reference = next(iter(episodes.values()), records)
+            if [r["query_id"] for r in records] != [r["query_id"] for r in reference]:
+                raise ValueError(
+                    f"{directory}: {label} was run on other queries ({len(records)}, not these {len(reference)}): "
+                    "compare over the same --split and --limit"
+                )
+            episodes[name] = records
+            summaries[name] = {
+                "agent": name,
+                "agent_config": summary.get("agent_config"),
+                **expected,
+                "stored": str(directory),
+                **summarize(records),
+            }
+            names.append(name)
     for index, name in enumerate(names):  # each pair once; the reverse direction is its negation
         for other in names[index + 1 :]:
             forward = paired_differences(episodes[name], episodes[other])
@@ -203,6 +236,27 @@ def compare(
     if out is not None:
         write_report(Path(out), summaries, episodes)
     return summaries
+
+
+def load_comparison(directory: str | Path) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """A comparison or evaluation written with ``out``: per agent label, its summary and its episodes."""
+    directory = Path(directory)
+    try:
+        metrics = json.loads((directory / "metrics.json").read_text())
+        lines = (directory / "episodes.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{directory}: not a readable comparison (metrics.json, episodes.jsonl): {error}") from error
+    summaries = {metrics["agent"]: metrics} if isinstance(metrics, dict) and "agent" in metrics else metrics
+    if not isinstance(summaries, dict) or not all(isinstance(s, dict) for s in summaries.values()):
+        raise ValueError(f"{directory}/metrics.json: not a comparison's metrics")
+    episodes: dict[str, list[dict[str, Any]]] = {label: [] for label in summaries}
+    for record in records:
+        label = record.pop("agent", None)
+        if label not in episodes:
+            raise ValueError(f"{directory}/episodes.jsonl: an episode of {label!r}, which metrics.json does not list")
+        episodes[label].append(record)
+    return {label: (summaries[label], episodes[label]) for label in summaries}
 
 
 def paired_differences(

@@ -83,6 +83,44 @@ def test_compare_runs_every_agent_on_the_same_queries(tmp_path: Path) -> None:
     assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_compare_adds_agents_from_a_stored_comparison_without_running_them_again(tmp_path: Path) -> None:
+    earlier, later = tmp_path / "earlier", tmp_path / "later"
+    first = compare([agents.make(n, catalog="synthetic") for n in ("none", "prf")], "synthetic", limit=12, out=earlier)
+    (earlier / "episodes.jsonl").write_text(
+        "\n".join(
+            json.dumps({**json.loads(line), "latency_ms": 1e6})  # marks the stored episodes
+            for line in (earlier / "episodes.jsonl").read_text().splitlines()
+        )
+    )
+    prf = agents.make("prf", catalog="synthetic")
+    summaries = compare([prf], "synthetic", limit=12, out=later, progress=False, stored=[("", earlier)])
+    assert list(summaries) == ["prf", "none"], "the stored prf is the same agent: this run's is kept"
+    assert summaries["none"]["latency_ms"] == 1e6 and summaries["none"]["stored"] == str(earlier)
+    assert summaries["prf"]["latency_ms"] < 1e6
+    for metric, interval in first["prf"]["paired"]["none"].items():
+        assert summaries["prf"]["paired"]["none"][metric] == pytest.approx(interval)
+    rerun = json.loads((later / "metrics.json").read_text())
+    assert set(rerun) == {"prf", "none"} and "| prf - none |" in (later / "results.md").read_text()
+
+    prefixed = compare([prf], "synthetic", limit=12, progress=False, stored=[("v1", earlier)])
+    assert list(prefixed) == ["prf", "v1 none"], "prefixed or not, the same agent is not compared twice"
+    assert prefixed["v1 none"]["mean_reward"] == 0.0 and "v1 none" in prefixed["prf"]["paired"]
+    only_stored = compare([], "synthetic", limit=12, progress=False, stored=[("", earlier)])
+    assert only_stored["prf"]["mean_reward"] == first["prf"]["mean_reward"]
+
+    with pytest.raises(ValueError, match="other queries"):
+        compare([prf], "synthetic", limit=10, progress=False, stored=[("", earlier)])
+    with pytest.raises(ValueError, match="with reward 'default', not 'paper'"):
+        compare([prf], "synthetic", limit=12, progress=False, stored=[("", earlier)], reward="paper")
+    with pytest.raises(ValueError, match="give it a prefix"):
+        compare([agents.make("prf", catalog="synthetic", seed=3)], "synthetic", limit=12, stored=[("", earlier)])
+    with pytest.raises(ValueError, match="not a readable comparison"):
+        compare([prf], "synthetic", limit=12, progress=False, stored=[("", tmp_path / "missing")])
+    result = CliRunner().invoke(app, ["compare", "--agents", "", "--with", f"v1={earlier}", "--limit", "12", "--json"])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)) == {"v1 none", "v1 prf"}
+
+
 def test_paired_differences_resample_queries_jointly() -> None:
     first = [record(query_id=str(i), reward=1.0 + (i % 3), relevant_in_union=2, relevant=2) for i in range(30)]
     second = [record(query_id=str(i), reward=0.5 + (i % 3), relevant_in_union=1, relevant=2) for i in range(30)]

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import agents
-from agents import grpo, ppo, sft
+from agents import baselines, grpo, ppo, sft
 from agents.evaluate import run_agent
 from agents.policy import LLMPolicy, PolicyConfig
 from catalogs import Split
@@ -449,9 +449,37 @@ def test_sft_targets_can_start_from_prf_with_the_words_that_match_together() -> 
     assert replaced >= 8
     plain = sft.build_examples(env, 12, max_edits=0)
     assert [e["target"] for e in plain] != [e["target"] for e in examples]
-    with pytest.raises(ValueError, match="start_with_core reads the feedback evidence"):
+    with pytest.raises(ValueError, match="start_with_core and evidence candidates read the evidence"):
         without = LeserEnv(catalog="synthetic", split="train", feedback_evidence=False)
         sft.build_examples(without, 2, start_with_core=True)
+
+
+def test_sft_targets_from_evidence_candidates_distil_reward_search_within_the_edits() -> None:
+    """With evidence candidates, every target phrase is one reward-search could choose (composed
+    from the evidence), the set is at most ``max_edits`` edits from prf's, and worth at least prf's."""
+    env = LeserEnv(catalog="synthetic", split="train")
+    prf = agents.make("prf", catalog="synthetic")
+    examples = sft.build_examples(env, 12, candidates_per_query=40, max_edits=2, target_candidates="evidence")
+    changed = 0
+    for example in examples:
+        query = example["observation"]["query"]
+        phrases = baselines.evidence_phrases(env.feedback.evidence(query), query)
+        start = prf.expand(query)[0]
+        answer = list(parse_action(example["target"]).expansions)
+        if answer == [query]:
+            assert env.score_group(query, [start])[0][0] <= 0 if start else True
+            continue
+        assert set(answer) <= set(phrases), "every phrase is composed from the evidence"
+        if start:  # from nothing, the search may add up to max_expansions
+            assert len(set(start) - set(answer)) <= 2 and len(set(answer) - set(start)) <= 2
+        assert env.score_group(query, [answer])[0][0] >= env.score_group(query, [start])[0][0]
+        assert answer == sorted(answer, key=phrases.index), "written in the evidence's order"
+        changed += answer != start
+    assert changed >= 4, "the reward changes prf's set on many queries"
+    labelled = sft.build_examples(env, 12, candidates_per_query=40, max_edits=2)
+    assert [e["target"] for e in labelled] != [e["target"] for e in examples]
+    with pytest.raises(ValueError, match="target_candidates must be one of"):
+        sft.SFTConfig(target_candidates="titles")
 
 
 COVERS = {"a": {1, 2}, "b": {1, 2}, "c": {1, 2}, "d": {3}}  # a, b and c retrieve the same products
