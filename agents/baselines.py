@@ -332,11 +332,13 @@ def improve_expansion_set(
     start: Sequence[str] = (),
     max_edits: int | None = None,
     min_edit_gain: float = 0.0,
+    replace_only: bool = False,
 ) -> list[str]:
     """``start`` improved one edit at a time: each round, of all the sets one edit away (drop an
-    expansion, replace one with a candidate, add a candidate), the one whose reward is highest, while
-    it beats the current set's by more than ``min_edit_gain``, for at most ``max_edits`` rounds (no
-    limit when None; ``max_expansions`` from an empty start).
+    expansion, replace one with a candidate, add a candidate; with ``replace_only``, only replace, so
+    a non-empty start keeps its size), the one whose reward is highest, while it beats the current
+    set's by more than ``min_edit_gain``, for at most ``max_edits`` rounds (no limit when None;
+    ``max_expansions`` from an empty start, which adds).
 
     Ties go to the edit of the later expansion, so an earlier (for prf, stronger) one is kept when
     dropping either gains the same: expansions that retrieve the same products tie often, and
@@ -349,12 +351,13 @@ def improve_expansion_set(
     chosen = list(dict.fromkeys(start))[:max_expansions]
     best = float(env.score_group(query, [chosen])[0][0]) if chosen else 0.0
     rounds = max_expansions if not chosen else max_edits
+    resize = not (replace_only and chosen)
     for _ in itertools.count() if rounds is None else range(rounds):
         unused = [phrase for phrase in candidates if phrase not in chosen]
         last_first = range(len(chosen) - 1, -1, -1)  # np.argmax takes the first best: ties go to the later
-        neighbours = [chosen[:i] + chosen[i + 1 :] for i in last_first] if len(chosen) > 1 else []
+        neighbours = [chosen[:i] + chosen[i + 1 :] for i in last_first] if len(chosen) > 1 and resize else []
         neighbours += [[*chosen[:i], phrase, *chosen[i + 1 :]] for i in last_first for phrase in unused]
-        if len(chosen) < max_expansions:
+        if len(chosen) < max_expansions and resize:
             neighbours += [[*chosen, phrase] for phrase in unused]
         if not neighbours:
             break

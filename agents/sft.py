@@ -40,6 +40,9 @@ How the targets are made, and why they do not leak:
   the target is then reward-search's set within that many edits of prf's: a distillation of the
   reward-reading reference, every word of it written in the evidence. On 60 train queries two edits
   score +0.096 above prf's set (4.4 expansions a set); which phrases pay depends on the query.
+  A warm-up on them (README, runs/v21) learnt to drop prf's phrases, not which, and fell behind
+  prf. ``replace_only`` restricts the edits to replacing one of prf's phrases (the target keeps
+  prf's size): one replacement is worth +0.069, two +0.093 (200 train queries, engine check).
 - The target is written in the action format with a one-sentence think block naming one
   phrase (a list there taught the model to loop inside the think block).
 Validation and test queries are never read here; ``format_valid_rate`` measures the paper's
@@ -92,6 +95,7 @@ class SFTConfig:
     candidates_per_query: int = 25
     max_edits: int = 2  # edits from prf's expansions the target search may make (see the module docstring)
     min_edit_gain: float = 0.0  # the reward an edit must add to the target set to be made
+    replace_only: bool = False  # edits only replace one of prf's phrases: the target keeps prf's size
     # The target search starts from prf's expansions with the evidence's "words that match together"
     # in place of the last (see the module docstring). Off by default: measured in the README's Results.
     start_with_core: bool = False
@@ -137,6 +141,7 @@ def build_examples(
     progress: bool = False,
     start_with_core: bool = False,
     target_candidates: str = "labelled",
+    replace_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Warm-up (observation, target action) pairs from train queries only (see the module docstring);
     ``progress`` shows a bar, one tick a query (the target search scores many sets for each)."""
@@ -170,10 +175,10 @@ def build_examples(
         # Written in the candidates' own order (prf's, which follows the evidence, then the labelled
         # phrases), not the order the search picked them in: the set and its reward are the same,
         # and the policy can read that order off its observation.
-        chosen = sorted(
-            improve_expansion_set(env, query, candidates, max_expansions, start, max_edits, min_edit_gain),
-            key=candidates.index,
+        improved = improve_expansion_set(
+            env, query, candidates, max_expansions, start, max_edits, min_edit_gain, replace_only
         )
+        chosen = sorted(improved, key=candidates.index)
         examples.append({"query_id": query_id, "observation": observation, "target": target_action(chosen, query)})
     return examples
 
@@ -351,6 +356,7 @@ def run(
         progress,
         config.start_with_core,
         config.target_candidates,
+        config.replace_only,
     )
     validation_env = LeserEnv(catalog=env.catalog_spec, data_dir=env.data_dir, split="validation")
     held_out = [validation_env.observe(qid)[0] for qid in validation_env.query_ids[:validation_queries]]

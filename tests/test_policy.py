@@ -428,6 +428,10 @@ def test_sft_target_search_stays_within_its_edits_of_prf() -> None:
         chosen = sft.improve_expansion_set(env, query, candidates, 5, start=start, max_edits=max_edits)
         assert len(set(start) - set(chosen)) <= max_edits and len(set(chosen) - set(start)) <= max_edits
         assert env.score_group(query, [chosen])[0][0] >= env.score_group(query, [start])[0][0]
+        replaced = sft.improve_expansion_set(env, query, candidates, 5, start, max_edits, replace_only=True)
+        assert len(replaced) == len(start) and len(set(start) - set(replaced)) <= max_edits
+        assert env.score_group(query, [replaced])[0][0] >= env.score_group(query, [start])[0][0]
+    assert sft.improve_expansion_set(env, query, candidates, 3, [], 1, replace_only=True), "from nothing it adds"
 
 
 def test_sft_targets_can_start_from_prf_with_the_words_that_match_together() -> None:
@@ -476,6 +480,13 @@ def test_sft_targets_from_evidence_candidates_distil_reward_search_within_the_ed
         assert answer == sorted(answer, key=phrases.index), "written in the evidence's order"
         changed += answer != start
     assert changed >= 4, "the reward changes prf's set on many queries"
+    options = {"candidates_per_query": 40, "max_edits": 2, "target_candidates": "evidence"}
+    kept = sft.build_examples(env, 12, **options, replace_only=True)
+    for example in kept:
+        query = example["observation"]["query"]
+        start, answer = prf.expand(query)[0], list(parse_action(example["target"]).expansions)
+        assert answer == [query] or not start or len(answer) == len(start), "replacements keep prf's size"
+    assert [e["target"] for e in kept] != [e["target"] for e in examples]
     labelled = sft.build_examples(env, 12, candidates_per_query=40, max_edits=2)
     assert [e["target"] for e in labelled] != [e["target"] for e in examples]
     with pytest.raises(ValueError, match="target_candidates must be one of"):
