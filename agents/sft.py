@@ -173,7 +173,7 @@ def build_examples(
         if core and core[0] in candidates and core[0].casefold() not in {phrase.casefold() for phrase in start}:
             start = [*start[: max_expansions - 1], core[0]]  # in place of prf's last, or added where there is room
         # Written in the candidates' own order (prf's, which follows the evidence, then the labelled
-        # phrases), not the order the search picked them in: the set and its reward are the same,
+        # or evidence phrases), not the order the search picked them in: the set and its reward are the same,
         # and the policy can read that order off its observation.
         improved = improve_expansion_set(
             env, query, candidates, max_expansions, start, max_edits, min_edit_gain, replace_only
