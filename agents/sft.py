@@ -42,7 +42,8 @@ How the targets are made, and why they do not leak:
   score +0.096 above prf's set (4.4 expansions a set); which phrases pay depends on the query.
   A warm-up on them (README, runs/v21) learnt to drop prf's phrases, not which, and fell behind
   prf. ``replace_only`` restricts the edits to replacing one of prf's phrases (the target keeps
-  prf's size): one replacement is worth +0.069, two +0.093 (200 train queries, engine check).
+  prf's size): one replacement is worth +0.069, two +0.093 (200 train queries, engine check); a
+  warm-up on those (runs/v22) fell further behind prf.
 - The target is written in the action format with a one-sentence think block naming one
   phrase (a list there taught the model to loop inside the think block).
 Validation and test queries are never read here; ``format_valid_rate`` measures the paper's
