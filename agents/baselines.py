@@ -318,9 +318,9 @@ def evidence_phrases(evidence: Evidence, query: str) -> list[str]:
     action's limits, without repeats or the query itself."""
     matched = " ".join(word for word, count in evidence.query_words if count)
     cores = [" ".join(evidence.core), matched]
-    phrases = [*map(fit_expansion, evidence.expansions), *map(fit_expansion, cores)]
-    phrases += [fit_expansion(f"{term} {core}") for core in cores if core for term, _ in evidence.terms]
-    unique = list({text.casefold(): text for text in phrases if text}.values())
+    phrases = [*evidence.expansions, *cores]
+    phrases += [f"{term} {core}" for core in cores if core for term, _ in evidence.terms]
+    unique = list({text.casefold(): text for text in map(fit_expansion, phrases) if text}.values())
     return [text for text in unique if text.casefold() != query.strip().casefold()]
 
 
