@@ -24,7 +24,7 @@ import itertools
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -311,17 +311,44 @@ class RewardSearchAgent(Agent):
         )
 
 
-def evidence_phrases(evidence: Evidence, query: str) -> list[str]:
+@dataclass(frozen=True)
+class EvidencePhrase:
+    """A phrase composed from the feedback evidence, and what it was composed from."""
+
+    text: str
+    source: str  # "prf" (one of prf's expansions), "core", "matched", "term+core" or "term+matched"
+    index: int  # which of prf's expansions, or which feedback term for the "term+" sources; else 0
+
+
+def evidence_candidates(evidence: Evidence, query: str) -> list[EvidencePhrase]:
     """The phrases composed from the feedback evidence (``LeserEnv``'s class docstring): prf's
-    expansions, the "Words that match together" phrase, the query words the catalog matches (in the
-    query's order), and each feedback term with either of those two; in that order, fitted to the
-    action's limits, without repeats or the query itself."""
+    expansions, the "Words that match together" phrase (core), the query words the catalog matches
+    (matched, in the query's order), and each feedback term with either of those two; in that
+    order, fitted to the action's limits, without repeats (the first source named, the last
+    spelling) or the query itself."""
     matched = " ".join(word for word, count in evidence.query_words if count)
-    cores = [" ".join(evidence.core), matched]
-    phrases = [*evidence.expansions, *cores]
-    phrases += [f"{term} {core}" for core in cores if core for term, _ in evidence.terms]
-    unique = list({text.casefold(): text for text in map(fit_expansion, phrases) if text}.values())
-    return [text for text in unique if text.casefold() != query.strip().casefold()]
+    cores = [("core", " ".join(evidence.core)), ("matched", matched)]
+    phrases = [EvidencePhrase(text, "prf", i) for i, text in enumerate(evidence.expansions)]
+    phrases += [EvidencePhrase(text, source, 0) for source, text in cores]
+    phrases += [
+        EvidencePhrase(f"{term} {text}", f"term+{source}", i)
+        for source, text in cores
+        if text
+        for i, (term, _) in enumerate(evidence.terms)
+    ]
+    unique: dict[str, EvidencePhrase] = {}
+    for phrase in phrases:
+        text = fit_expansion(phrase.text)
+        if text:
+            key = text.casefold()
+            unique[key] = replace(unique.get(key, phrase), text=text)
+    return [phrase for key, phrase in unique.items() if key != query.strip().casefold()]
+
+
+def evidence_phrases(evidence: Evidence, query: str) -> list[str]:
+    """The texts of ``evidence_candidates``: the phrases reward-search and the warm-up's evidence
+    targets compose from."""
+    return [phrase.text for phrase in evidence_candidates(evidence, query)]
 
 
 def improve_expansion_set(

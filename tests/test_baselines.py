@@ -202,6 +202,36 @@ def test_reward_search_composes_the_evidence_and_never_scores_below_prf() -> Non
         agents.make("reward-search", max_edits=-1)
 
 
+def test_evidence_candidates_say_what_each_phrase_is_composed_from() -> None:
+    """Each phrase names its source: prf's expansions in prf's order, the core phrase, the matched
+    query words, and each feedback term (by its rank) before one of those two; the texts are
+    ``evidence_phrases``'s."""
+    from agents.baselines import evidence_candidates, evidence_phrases, fit_expansion
+
+    env = gym.make("LESER-v0", catalog="synthetic", split="train").unwrapped
+    sources = set()
+    for query_id in env.query_ids[:40]:
+        query = env.clean_query(env.observe(query_id)[0]["query"])
+        evidence = env.feedback.evidence(query)
+        candidates = evidence_candidates(evidence, query)
+        assert [phrase.text for phrase in candidates] == evidence_phrases(evidence, query)
+        core = " ".join(evidence.core)
+        matched = " ".join(word for word, count in evidence.query_words if count)
+        for phrase in candidates:
+            sources.add(phrase.source)
+            words = {"core": core, "matched": matched}
+            if phrase.source == "prf":
+                composed = evidence.expansions[phrase.index]
+            elif phrase.source in words:
+                composed = words[phrase.source]
+            else:
+                composed = f"{evidence.terms[phrase.index][0]} {words[phrase.source.removeprefix('term+')]}"
+            assert fit_expansion(composed).casefold() == phrase.text.casefold(), (phrase, composed)
+        prf = [phrase.index for phrase in candidates if phrase.source == "prf"]
+        assert prf == sorted(prf)
+    assert sources == {"prf", "core", "matched", "term+core", "term+matched"}
+
+
 def test_prf_rejects_bad_options() -> None:
     with pytest.raises(ValueError, match="method"):
         agents.make("prf", method="bm25")

@@ -70,3 +70,18 @@ def test_train_with_trl_from_a_warm_up_leaves_out_the_queries_it_learnt(tiny_mod
     output = run("train_with_trl.py", *args, "--max-completion-length", "8", "--out", str(out))
     assert f"leaving out the 8 train queries {warm_up} learnt targets for" in output
     assert "1 steps; mean reward per step:" in output and agents.load(out).name == "grpo"
+
+
+def test_observation_headroom_measures_the_three_edits(synthetic, tmp_path: Path) -> None:
+    """The oracle edit is the best of the same neighbours (never below 0), so it is at least the
+    learned and the fixed edit on every query, and the report has the table, the JSON and the chart."""
+    import json
+
+    output = run("observation_headroom.py", "--train", "40", "--limit", "12", "--out", str(tmp_path))
+    assert "| learned edit (reads the observation) |" in output and "| oracle edit (reads the reward) |" in output
+    report = json.loads((tmp_path / "headroom.json").read_text())
+    gains = report["gain_over_prf"]
+    assert report["test_queries"] >= 10 and report["train_edits"] > 40 * 20
+    assert gains["oracle"]["mean"] >= max(gains["learned"]["mean"], gains["fixed"]["mean"], 0)
+    assert gains["oracle"]["mean"] > 0, "some edit of prf's set pays on a dozen queries"
+    assert (tmp_path / "headroom.png").stat().st_size > 1000 and (tmp_path / "headroom.md").is_file()
