@@ -8,9 +8,13 @@ Human-label metrics use the catalog's labels, which no policy trains on for test
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import json
 import math
+import subprocess
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -177,7 +181,8 @@ def compare(
     this one from their stored episodes, not run again, labelled "prefix label" (the label alone
     when the prefix is empty). They must have been scored on the same catalog, split and reward, over
     the same queries in the same order. A stored agent that this comparison also runs (same label
-    and config) is taken from this run.
+    and config) is taken from this run. Each summary records the code that scored it (``code_version``);
+    stored episodes that record none, or another commit, are used with a warning (``stale_code``).
 
     With two or more agents, each summary gets ``paired``: for every other agent, the difference
     of the paired metrics (``PAIRED``) with a bootstrap 95% interval over the queries.
@@ -197,6 +202,7 @@ def compare(
             "catalog": catalog,
             "split": split,
             "reward": _reward_name(reward),
+            "code": code_version(),
             **summarize(episodes[agent.label]),
         }
     for prefix, directory in stored:
@@ -207,6 +213,10 @@ def compare(
                     raise ValueError(f"{directory}: {label} was scored with {key} {summary.get(key)!r}, not {value!r}")
             if label in summaries and summaries[label].get("agent_config") == summary.get("agent_config"):
                 continue  # the same agent, run again here
+            if stale := stale_code(summary.get("code")):
+                warnings.warn(
+                    f"{directory}: {label} {stale}; run it again if its agent or the reward changed since", stacklevel=2
+                )
             name = f"{prefix} {label}" if prefix else label
             if name in summaries:
                 raise ValueError(f"{directory}: an agent labelled {name!r} is already compared; give it a prefix")
@@ -221,6 +231,7 @@ def compare(
                 "agent": name,
                 "agent_config": summary.get("agent_config"),
                 **expected,
+                "code": summary.get("code"),
                 "stored": str(directory),
                 **summarize(records),
             }
@@ -236,6 +247,41 @@ def compare(
     if out is not None:
         write_report(Path(out), summaries, episodes)
     return summaries
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """The code that scores a comparison, recorded in its metrics.json: the package's version and,
+    run from a git checkout, the commit and whether tracked files had changes not committed
+    (None where git or a checkout is missing)."""
+    try:
+        package: str | None = importlib.metadata.version("leser-gym")
+    except importlib.metadata.PackageNotFoundError:
+        package = None
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"package": package, "commit": commit, "modified": None if changes is None else bool(changes)}
+
+
+def stale_code(stored: dict[str, Any] | None) -> str | None:
+    """Why stored episodes may not be what this code would score (a sentence), or None: they record
+    no code version, or another commit than this checkout's."""
+    if not isinstance(stored, dict):
+        return "records no code version (written before comparisons recorded one)"
+    current = code_version()
+    if stored.get("commit") and current["commit"] and stored["commit"] != current["commit"]:
+        changed = " with changes not committed" if stored.get("modified") else ""
+        return f"was scored at commit {stored['commit'][:10]}{changed}, this checkout is {current['commit'][:10]}"
+    return None
 
 
 def load_comparison(directory: str | Path) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:

@@ -121,6 +121,31 @@ def test_compare_adds_agents_from_a_stored_comparison_without_running_them_again
     assert set(json.loads(result.stdout)) == {"v1 none", "v1 prf"}
 
 
+def test_stored_episodes_from_other_code_are_used_with_a_warning(tmp_path: Path) -> None:
+    """A comparison records the code that scored it; episodes stored by another commit, or by code
+    that recorded none, may be stale, and --with says so (it still uses them)."""
+    import warnings
+
+    from agents.evaluate import code_version
+
+    earlier = tmp_path / "earlier"
+    first = compare([agents.make("none", catalog="synthetic")], "synthetic", limit=4, out=earlier, progress=False)
+    assert first["none"]["code"] == code_version() and code_version()["package"] == "0.1.0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same code: no warning
+        assert compare([], "synthetic", limit=4, progress=False, stored=[("v1", earlier)])["v1 none"]["code"]
+    metrics = json.loads((earlier / "metrics.json").read_text())
+    del metrics["code"]
+    (earlier / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.warns(UserWarning, match="none records no code version"):
+        compare([], "synthetic", limit=4, progress=False, stored=[("v1", earlier)])
+    if code_version()["commit"]:  # a git checkout
+        metrics["code"] = {**code_version(), "commit": "0" * 40, "modified": True}
+        (earlier / "metrics.json").write_text(json.dumps(metrics))
+        with pytest.warns(UserWarning, match="scored at commit 0000000000 with changes not committed, this checkout"):
+            compare([], "synthetic", limit=4, progress=False, stored=[("v1", earlier)])
+
+
 def test_paired_differences_resample_queries_jointly() -> None:
     first = [record(query_id=str(i), reward=1.0 + (i % 3), relevant_in_union=2, relevant=2) for i in range(30)]
     second = [record(query_id=str(i), reward=0.5 + (i % 3), relevant_in_union=1, relevant=2) for i in range(30)]
