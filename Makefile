@@ -25,7 +25,7 @@ $(EXTRAS_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[trl,serve,ray]"
 	touch $(EXTRAS_STAMP)
 
-# The main job, about 22 minutes on a 2-core CPU: warm-up (SFT), a short GRPO run, then the
+# The main job, 22 to 64 minutes on a 2-core CPU (by machine): warm-up (SFT), a short GRPO run, then the
 # comparison with the baselines on held-out test queries (runs/main/comparison/). Resumable.
 run: setup
 	$(PY) examples/train_grpo.py --catalog synthetic --out runs/main --sft-steps 60 --grpo-steps 5 --limit 50 --validation 20

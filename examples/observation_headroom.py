@@ -197,6 +197,7 @@ def headroom(
         "test_queries": len(held_out),
         "prf_reward": prf_reward,
         "gain_over_prf": {name: bootstrap_mean(values) for name, values in edits.items()},
+        "learned_minus_fixed": bootstrap_mean(edits["learned"] - edits["fixed"]),
         "learned_edits_made": float(np.mean([gain != 0 for gain in learned])),
         "learned_share_of_oracle": float(np.mean(learned) / np.mean(oracle)) if np.mean(oracle) > 0 else None,
     }
@@ -221,6 +222,8 @@ def markdown(report: dict) -> str:
     for name, label in NAMES.items():
         stats = report["gain_over_prf"][name]
         lines.append(f"| {label} | {stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}] |")
+    stats = report["learned_minus_fixed"]
+    lines += ["", f"learned - fixed, paired: {stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}]"]
     return "\n".join(lines)
 
 

@@ -84,4 +84,7 @@ def test_observation_headroom_measures_the_three_edits(synthetic, tmp_path: Path
     assert report["test_queries"] >= 10 and report["train_edits"] > 40 * 20
     assert gains["oracle"]["mean"] >= max(gains["learned"]["mean"], gains["fixed"]["mean"], 0)
     assert gains["oracle"]["mean"] > 0, "some edit of prf's set pays on a dozen queries"
+    paired = report["learned_minus_fixed"]
+    assert paired["mean"] == pytest.approx(gains["learned"]["mean"] - gains["fixed"]["mean"])
+    assert paired["low"] <= paired["mean"] <= paired["high"] and "learned - fixed, paired:" in output
     assert (tmp_path / "headroom.png").stat().st_size > 1000 and (tmp_path / "headroom.md").is_file()
