@@ -249,11 +249,15 @@ def compare(
     return summaries
 
 
-@functools.cache
 def code_version() -> dict[str, Any]:
     """The code that scores a comparison, recorded in its metrics.json: the package's version and,
     run from a git checkout, the commit and whether tracked files had changes not committed
-    (None where git or a checkout is missing)."""
+    (None where git or a checkout is missing). Looked up once per process; a fresh dict each call."""
+    return dict(_code_version())
+
+
+@functools.cache
+def _code_version() -> dict[str, Any]:
     try:
         package: str | None = importlib.metadata.version("leser-gym")
     except importlib.metadata.PackageNotFoundError:

@@ -1,6 +1,7 @@
 """How much of the best edit to prf's set can a learner read off the observation?
 
-    python examples/observation_headroom.py [--catalog synthetic] [--train 1500] [--limit 207] [--out runs/headroom]
+    python examples/observation_headroom.py [--catalog synthetic] [--train 1500] [--limit 207] [--edits 1]
+        [--with-engine-counts] [--out runs/headroom]
 
 A policy that reads the feedback evidence (``LeserEnv``'s class docstring) can only choose well
 what the evidence tells it. This measures how much that is, with no language model in the way:
@@ -23,14 +24,17 @@ observation carries for a learner that has seen every edit of ~1500 queries labe
 supervision than a warm-up or GRPO on a CPU gets. ``--with-engine-counts`` adds what the engine
 would say about each phrase if the observation showed it (its product count and how many of its
 top products neither the query nor prf's other expansions retrieve), to see whether showing that
-would help. Paired 95% bootstrap intervals over queries; a table on the console, and
-``headroom.json``, ``headroom.md`` and ``headroom.png`` under ``--out``.
+would help. ``--edits K`` lets the learned and the oracle chooser make up to K edits, one after
+another, each from the set the last one left (the learned one with the same model; each stops
+where it sees no gain), as ``reward-search`` with ``max_edits=K`` does for the oracle. Paired 95%
+bootstrap intervals over queries; a table on the console, and ``headroom.json``, ``headroom.md``
+and ``headroom.png`` under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,36 +59,49 @@ BOOSTING = {"objective": "regression", "learning_rate": 0.03, "num_leaves": 15, 
 
 
 @dataclass
-class QueryEdits:
-    """One query's one-edit neighbours of prf's set: their features and their reward gain over it."""
+class Query:
+    """One query as the observation shows it: the evidence, its phrases and prf's set among them."""
 
     query_id: str
-    prf_reward: float
-    fixed: int | None  # the neighbour that is the fixed edit, where the evidence has a core phrase
+    text: str
+    evidence: Evidence
+    phrases: list[EvidencePhrase]
+    prf: list[EvidencePhrase]
+
+
+@dataclass
+class Neighbours:
+    """The sets one edit from a set: what the observation shows about each edit, its reward gain."""
+
+    reward: float  # the set's own reward
+    sets: list[list[EvidencePhrase]]
     features: np.ndarray  # one row per neighbour
-    gains: np.ndarray
+    gains: np.ndarray  # each neighbour's reward minus the set's
+    fixed: int | None  # the neighbour that puts the core phrase in place of the set's last expansion
 
 
 def one_edit_neighbours(
-    prf: list[EvidencePhrase], candidates: Sequence[EvidencePhrase], max_expansions: int
+    current: list[EvidencePhrase], candidates: Sequence[EvidencePhrase], max_expansions: int
 ) -> list[tuple[int | None, EvidencePhrase | None]]:
     """(removed position, added phrase) for every drop, replacement and (while there is room) addition."""
-    edits: list[tuple[int | None, EvidencePhrase | None]] = [(i, None) for i in range(len(prf))] if len(prf) > 1 else []
-    edits += [(i, phrase) for i in range(len(prf)) for phrase in candidates]
-    if len(prf) < max_expansions:
+    edits: list[tuple[int | None, EvidencePhrase | None]] = []
+    if len(current) > 1:
+        edits += [(i, None) for i in range(len(current))]
+    edits += [(i, phrase) for i in range(len(current)) for phrase in candidates]
+    if len(current) < max_expansions:
         edits += [(None, phrase) for phrase in candidates]
     return edits
 
 
-def edited(texts: list[str], removed: int | None, added: str | None) -> list[str]:
-    """``texts`` with one edit: ``added`` in place of position ``removed``, or either alone."""
+def edited(current: list[EvidencePhrase], removed: int | None, added: EvidencePhrase | None) -> list[EvidencePhrase]:
+    """``current`` with one edit: ``added`` in place of position ``removed``, or either alone."""
     if removed is None:
-        return [*texts, added] if added else list(texts)
-    return [*texts[:removed], *([added] if added else []), *texts[removed + 1 :]]
+        return [*current, added] if added else list(current)
+    return [*current[:removed], *([added] if added else []), *current[removed + 1 :]]
 
 
 def edit_features(
-    evidence: Evidence, prf: list[EvidencePhrase], removed: int | None, added: EvidencePhrase | None
+    evidence: Evidence, current: list[EvidencePhrase], removed: int | None, added: EvidencePhrase | None
 ) -> list[float]:
     """The observation's numbers about one edit (``OBSERVED``'s order); -1 where one does not apply."""
     counts = [count for _, count in evidence.query_words]
@@ -100,21 +117,23 @@ def edit_features(
     return [
         len(counts), sum(1 for count in counts if not count), min(counts, default=0), max(counts, default=0),
         evidence.core_count, evidence.terms[0][1] if evidence.terms else 0.0,
-        len(prf), float(removed is not None), float(added is not None),
-        -1 if removed is None else removed, -1 if removed is None else len(prf) - 1 - removed,
-        -1 if removed is None else len(prf[removed].text.split()),
+        len(current), float(removed is not None), float(added is not None),
+        -1 if removed is None else removed, -1 if removed is None else len(current) - 1 - removed,
+        -1 if removed is None else len(current[removed].text.split()),
         source, rank, weight, shown, -1 if added is None else len(added.text.split()),
     ]  # fmt: skip
 
 
-def engine_features(env: LeserEnv, query: str, prf: list[str], removed: int | None, added: str | None) -> list[float]:
+def engine_features(
+    env: LeserEnv, query: str, current: list[str], removed: int | None, added: str | None
+) -> list[float]:
     """What the engine says about the edit's two phrases (``ENGINE``'s order); -1 where one does not apply."""
     depth = env.reward.config.depth  # type: ignore[attr-defined]
-    kept = [text for i, text in enumerate(prf) if i != removed]
+    kept = [text for i, text in enumerate(current) if i != removed]
     others = set(env.engine.search(query, depth).ids).union(*(env.engine.search(text, depth).ids for text in kept))
     row = [-1.0, -1.0, -1.0, -1.0]
     if removed is not None:
-        hits = env.engine.search(prf[removed], depth)
+        hits = env.engine.search(current[removed], depth)
         row[:2] = [hits.total, len(set(hits.ids) - others)]
     if added is not None:
         hits = env.engine.search(added, depth)
@@ -122,40 +141,62 @@ def engine_features(env: LeserEnv, query: str, prf: list[str], removed: int | No
     return row
 
 
-def query_edits(env: LeserEnv, query_id: str, with_engine_counts: bool) -> QueryEdits | None:
-    """Every one-edit neighbour of prf's set for one query, scored; None where prf writes nothing."""
+def read_query(env: LeserEnv, query_id: str) -> Query | None:
+    """The query, its evidence and phrases; None where prf writes nothing (no set to edit)."""
     assert env.feedback is not None, "the observation's feedback evidence is needed (feedback_evidence=True)"
     observation, _ = env.observe(query_id)
-    query = env.clean_query(observation["query"])
-    evidence = env.feedback.evidence(query)
-    phrases = evidence_candidates(evidence, query)
+    text = env.clean_query(observation["query"])
+    evidence = env.feedback.evidence(text)
+    phrases = evidence_candidates(evidence, text)
     prf = [phrase for phrase in phrases if phrase.source == "prf"]
-    if not prf:
-        return None
-    candidates = [phrase for phrase in phrases if phrase.source != "prf"]
-    edits = one_edit_neighbours(prf, candidates, env.action_limits.max_expansions)
-    texts = [phrase.text for phrase in prf]
-    sets = [texts] + [edited(texts, removed, added.text if added else None) for removed, added in edits]
-    rewards, _ = env.score_group(query, sets)
-    rows = [edit_features(evidence, prf, removed, added) for removed, added in edits]
+    return Query(query_id, text, evidence, phrases, prf) if prf else None
+
+
+def neighbours(env: LeserEnv, query: Query, current: list[EvidencePhrase], with_engine_counts: bool) -> Neighbours:
+    """Every set one edit from ``current``, scored with it in one group."""
+    candidates = [phrase for phrase in query.phrases if phrase not in current]
+    edits = one_edit_neighbours(current, candidates, env.action_limits.max_expansions)
+    sets = [edited(current, removed, added) for removed, added in edits]
+    rewards, _ = env.score_group(query.text, [[phrase.text for phrase in s] for s in [current, *sets]])
+    rows = [edit_features(query.evidence, current, removed, added) for removed, added in edits]
     if with_engine_counts:
+        texts = [phrase.text for phrase in current]
         rows = [
-            row + engine_features(env, query, texts, removed, added.text if added else None)
+            row + engine_features(env, query.text, texts, removed, added.text if added else None)
             for row, (removed, added) in zip(rows, edits, strict=True)
         ]
-    fixed = next(
-        (k for k, (removed, added) in enumerate(edits) if removed == len(prf) - 1 and added and added.source == "core"),
-        None,
-    )
+    last = len(current) - 1
+    fixed = next((k for k, (i, added) in enumerate(edits) if i == last and added and added.source == "core"), None)
     gains = np.asarray(rewards[1:], dtype=float) - float(rewards[0])
-    return QueryEdits(query_id, float(rewards[0]), fixed, np.asarray(rows, dtype=float), gains)
+    return Neighbours(float(rewards[0]), sets, np.asarray(rows, dtype=float).reshape(len(sets), -1), gains, fixed)
 
 
-def collect(env: LeserEnv, limit: int | None, with_engine_counts: bool, description: str) -> list[QueryEdits]:
+def improve(
+    env: LeserEnv,
+    query: Query,
+    start: Neighbours,
+    choose: Callable[[Neighbours], int | None],
+    edits: int,
+    with_engine_counts: bool,
+) -> float:
+    """The gain over the start set after up to ``edits`` edits, each the neighbour ``choose`` picks
+    (None: stop)."""
+    step, gain = start, 0.0
+    for round_ in range(edits):
+        chosen = choose(step) if len(step.gains) else None
+        if chosen is None:
+            break
+        gain += float(step.gains[chosen])
+        if round_ + 1 < edits:
+            step = neighbours(env, query, step.sets[chosen], with_engine_counts)
+    return gain
+
+
+def read_queries(env: LeserEnv, limit: int | None, description: str) -> list[Query]:
+    """The split's labelled queries (at most ``limit``) that have a prf set."""
     query_ids = [query_id for query_id in env.query_ids if env.catalog.relevant(query_id)][:limit]
-    found = (query_edits(env, query_id, with_engine_counts) for query_id in query_ids)
-    scored = track(found, description, total=len(query_ids))
-    return [edits for edits in scored if edits is not None and len(edits.gains)]
+    read = (read_query(env, query_id) for query_id in query_ids)
+    return [query for query in track(read, description, total=len(query_ids)) if query is not None]
 
 
 def headroom(
@@ -165,49 +206,72 @@ def headroom(
     limit: int | None = None,
     reward: str = "default",
     with_engine_counts: bool = False,
+    edits: int = 1,
     seed: int = 0,
 ) -> dict:
-    """Fit the learned edit on ``train`` train-split queries and measure the three edits on ``limit``
-    test-split queries (those with labels and a prf set); per-query gains over prf's set."""
+    """Fit the learned edit on ``train`` train-split queries (every edit of prf's set, labelled), and
+    measure the fixed edit and up to ``edits`` learned and oracle edits on ``limit`` test-split
+    queries (those with labels and a prf set); per-query gains over prf's set."""
+    if edits < 1:
+        raise ValueError(f"edits must be >= 1, got {edits}")
     environments = {
         split: LeserEnv(catalog, data_dir, split=split, reward=reward, engine_check=True) for split in ("train", "test")
     }
-    learn = collect(environments["train"], train, with_engine_counts, "train queries: one-edit sets")
-    held_out = collect(environments["test"], limit, with_engine_counts, "test queries: one-edit sets")
+    learn = [
+        neighbours(environments["train"], query, query.prf, with_engine_counts)
+        for query in read_queries(environments["train"], train, "train queries")
+    ]
+    learn = [step for step in learn if len(step.gains)]
+    held_out = read_queries(environments["test"], limit, "test queries")
     if not learn or not held_out:
         raise ValueError(f"{catalog}: need train and test queries with labels and a prf set")
     data = lightgbm.Dataset(np.vstack([q.features for q in learn]), np.concatenate([q.gains for q in learn]))
     model = lightgbm.train({**BOOSTING, "seed": seed, "deterministic": True, "verbose": -1}, data, num_boost_round=300)
-    learned, oracle, fixed = [], [], []
-    for query in held_out:
-        predicted = model.predict(query.features)
+
+    def learned_choice(step: Neighbours) -> int | None:
+        predicted = model.predict(step.features)
         best = int(np.argmax(predicted))
-        learned.append(query.gains[best] if predicted[best] > 0 else 0.0)
-        oracle.append(max(float(query.gains.max()), 0.0))
-        fixed.append(query.gains[query.fixed] if query.fixed is not None else 0.0)
-    prf_reward = float(np.mean([q.prf_reward for q in held_out]))
-    edits = {"fixed": np.array(fixed), "learned": np.array(learned), "oracle": np.array(oracle)}
+        return best if predicted[best] > 0 else None
+
+    def oracle_choice(step: Neighbours) -> int | None:
+        best = int(np.argmax(step.gains))
+        return best if step.gains[best] > 0 else None
+
+    gains: dict[str, list[float]] = {"fixed": [], "learned": [], "oracle": []}
+    prf_rewards = []
+    env = environments["test"]
+    for query in track(held_out, "test queries: fixed, learned and oracle edits"):
+        first = neighbours(env, query, query.prf, with_engine_counts)
+        prf_rewards.append(first.reward)
+        gains["fixed"].append(float(first.gains[first.fixed]) if first.fixed is not None else 0.0)
+        gains["learned"].append(improve(env, query, first, learned_choice, edits, with_engine_counts))
+        gains["oracle"].append(improve(env, query, first, oracle_choice, edits, with_engine_counts))
+    arrays = {name: np.array(values) for name, values in gains.items()}
+    oracle_mean = float(arrays["oracle"].mean())
     return {
         "catalog": catalog,
         "reward": reward,
         "engine_check": True,
+        "edits": edits,
         "features": OBSERVED + (ENGINE if with_engine_counts else []),
         "train_queries": len(learn),
         "train_edits": int(sum(len(q.gains) for q in learn)),
         "test_queries": len(held_out),
-        "prf_reward": prf_reward,
-        "gain_over_prf": {name: bootstrap_mean(values) for name, values in edits.items()},
-        "learned_minus_fixed": bootstrap_mean(edits["learned"] - edits["fixed"]),
-        "learned_edits_made": float(np.mean([gain != 0 for gain in learned])),
-        "learned_share_of_oracle": float(np.mean(learned) / np.mean(oracle)) if np.mean(oracle) > 0 else None,
+        "prf_reward": float(np.mean(prf_rewards)),
+        "gain_over_prf": {name: bootstrap_mean(values) for name, values in arrays.items()},
+        "learned_minus_fixed": bootstrap_mean(arrays["learned"] - arrays["fixed"]),
+        "learned_share_of_oracle": float(arrays["learned"].mean()) / oracle_mean if oracle_mean > 0 else None,
     }
 
 
-NAMES = {
-    "fixed": "fixed edit (core phrase for prf's last)",
-    "learned": "learned edit (reads the observation)",
-    "oracle": "oracle edit (reads the reward)",
-}
+def names(edits: int) -> dict[str, str]:
+    """The three edits' labels in tables and the chart."""
+    made = "edit" if edits == 1 else f"edits (up to {edits})"
+    return {
+        "fixed": "fixed edit (core phrase for prf's last)",
+        "learned": f"learned {made} (reads the observation)",
+        "oracle": f"oracle {made} (reads the reward)",
+    }
 
 
 def markdown(report: dict) -> str:
@@ -216,10 +280,10 @@ def markdown(report: dict) -> str:
         f"queries, {report['train_edits']} labelled edits), reward {report['reward']}, engine check; "
         f"prf's mean reward {report['prf_reward']:+.4f}",
         "",
-        "| one edit to prf's set | gain over prf [95% CI] |",
+        "| edits to prf's set | gain over prf [95% CI] |",
         "| --- | ---: |",
     ]
-    for name, label in NAMES.items():
+    for name, label in names(report["edits"]).items():
         stats = report["gain_over_prf"][name]
         lines.append(f"| {label} | {stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}] |")
     stats = report["learned_minus_fixed"]
@@ -229,11 +293,12 @@ def markdown(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> None:
     """One bar per edit: its mean gain over prf's set, the 95% interval as error bars."""
-    stats = [report["gain_over_prf"][name] for name in reversed(NAMES)]
+    labels = names(report["edits"])
+    stats = [report["gain_over_prf"][name] for name in reversed(labels)]
     means = [s["mean"] for s in stats]
     errors = [[s["mean"] - s["low"] for s in stats], [s["high"] - s["mean"] for s in stats]]
     with png_figure(path, figsize=(7, 3.2)) as (_, axis):
-        axis.barh([NAMES[name] for name in reversed(NAMES)], means, xerr=errors, capsize=4, color="#4c72b0")
+        axis.barh([labels[name] for name in reversed(labels)], means, xerr=errors, capsize=4, color="#4c72b0")
         axis.axvline(0, color="black", linewidth=0.8)
         axis.set_xlabel("mean reward gain over prf's set per query (95% CI)")
         axis.set_title(f"{report['catalog']}: {report['test_queries']} test queries", fontsize=10)
@@ -247,10 +312,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="test queries to measure on (default all)")
     parser.add_argument("--reward", default="default")
     parser.add_argument("--with-engine-counts", action="store_true")
+    parser.add_argument("--edits", type=int, default=1, help="learned and oracle edits, one after another")
     parser.add_argument("--out", default="runs/headroom")
     args = parser.parse_args()
 
-    report = headroom(args.catalog, args.data_dir, args.train, args.limit, args.reward, args.with_engine_counts)
+    report = headroom(
+        args.catalog, args.data_dir, args.train, args.limit, args.reward, args.with_engine_counts, args.edits
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomically(out / "headroom.json", report)
@@ -260,7 +328,7 @@ def main() -> None:
     print(table)
     share = report["learned_share_of_oracle"]
     if share is not None:
-        print(f"the learned edit gets {share:.0%} of the oracle edit's gain")
+        print(f"the learned edits get {share:.0%} of the oracle edits' gain")
     print(f"report: {out}/headroom.md, headroom.json, headroom.png")
 
 

@@ -130,7 +130,7 @@ def test_stored_episodes_from_other_code_are_used_with_a_warning(tmp_path: Path)
 
     earlier = tmp_path / "earlier"
     first = compare([agents.make("none", catalog="synthetic")], "synthetic", limit=4, out=earlier, progress=False)
-    assert first["none"]["code"] == code_version() and code_version()["package"] == "0.1.0"
+    assert first["none"]["code"] == code_version() and code_version()["package"] is not None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same code: no warning
         assert compare([], "synthetic", limit=4, progress=False, stored=[("v1", earlier)])["v1 none"]["code"]

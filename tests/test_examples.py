@@ -88,3 +88,8 @@ def test_observation_headroom_measures_the_three_edits(synthetic, tmp_path: Path
     assert paired["mean"] == pytest.approx(gains["learned"]["mean"] - gains["fixed"]["mean"])
     assert paired["low"] <= paired["mean"] <= paired["high"] and "learned - fixed, paired:" in output
     assert (tmp_path / "headroom.png").stat().st_size > 1000 and (tmp_path / "headroom.md").is_file()
+    further = tmp_path / "two-edits"
+    output = run("observation_headroom.py", "--train", "20", "--limit", "6", "--edits", "2", "--out", str(further))
+    assert "| oracle edits (up to 2) (reads the reward) |" in output
+    two = json.loads((further / "headroom.json").read_text())["gain_over_prf"]
+    assert two["oracle"]["mean"] >= max(two["fixed"]["mean"], 0), "the oracle's first edit is the best one"
