@@ -51,7 +51,7 @@ from leser_env.feedback import Evidence
 SOURCES = ("core", "matched", "term+core", "term+matched", "prf")
 OBSERVED = [
     "query_words", "unmatched_words", "least_word_count", "most_word_count", "core_count", "top_term_weight",
-    "prf_expansions", "edit_drops", "edit_adds", "removed_position", "removed_from_end", "removed_words",
+    "set_expansions", "removes_one", "adds_one", "removed_position", "removed_from_end", "removed_words",
     "added_source", "added_term_rank", "added_term_weight", "added_count", "added_words",
 ]  # fmt: skip
 ENGINE = ["removed_total", "removed_own_products", "added_total", "added_new_products"]
