@@ -364,10 +364,13 @@ def run(
     report_file = out / REPORT_FILE
     report = read_report(out) if resuming else {}
     if "format_valid_before" not in report:
-        with policy.model.disable_adapter():  # the untouched model, also when resuming a trained adapter
+        # Without this run's adapter: the untouched model, also when resuming a trained adapter; with
+        # ``init``, the policy it starts from (merged into the base under a fresh adapter).
+        with policy.model.disable_adapter():
             report["format_valid_before"] = format_valid_rate(
                 policy, held_out, progress=progress, description="format-valid check, before"
             )
+        report["format_valid_before_of"] = f"the policy of {init}" if init else "the untouched model"
         write_json_atomically(report_file, report)  # a killed warm-up keeps it: resuming does not measure again
     result = train(policy, examples, config, out, resume=resuming, progress=progress)
     report.update(
@@ -389,6 +392,7 @@ def run(
     report["summary"] = (
         f"SFT warm-up on {env.catalog.name}: format-valid rate on {len(held_out)} validation queries "
         f"{report['format_valid_before']:.0%} -> {report['format_valid_after']:.0%}"
+        f" (before: {report.get('format_valid_before_of', 'the untouched model')})"
     )
     return report
 

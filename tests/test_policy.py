@@ -668,6 +668,10 @@ def test_a_killed_warm_up_resumes_without_measuring_the_untouched_model_again(
     )
     assert measured == [2, 2]  # only the rate after warm-up: the untouched model's was kept
     assert report["format_valid_before"] == before and report["steps"] == 1 and sft.finished(tmp_path)
+    assert report["summary"].endswith("(before: the untouched model)")
+    continued = sft.run(config, train_env, tmp_path / "continued", init=tmp_path, validation_queries=2, progress=False)
+    assert measured == [2, 2, 2, 2] and continued["format_valid_before_of"] == f"the policy of {tmp_path}"
+    assert continued["summary"].endswith(f"(before: the policy of {tmp_path})")
 
 
 @pytest.mark.parametrize("stage", ["grpo", "ppo"])
