@@ -392,8 +392,9 @@ def run(
     report["summary"] = (
         f"SFT warm-up on {env.catalog.name}: format-valid rate on {len(held_out)} validation queries "
         f"{report['format_valid_before']:.0%} -> {report['format_valid_after']:.0%}"
-        f" (before: {report.get('format_valid_before_of', 'the untouched model')})"
     )
+    if "format_valid_before_of" in report:  # reports written before it was recorded do not say
+        report["summary"] += f" (before: {report['format_valid_before_of']})"
     return report
 
 
