@@ -23,7 +23,7 @@ AGENT_FILE = "agent.json"
 # Modules that define agents, imported on first use of the registry so `make` knows every name.
 # The LLM agents pull in torch and transformers: they are imported only when asked for.
 AGENT_MODULES = ("agents.baselines",)
-LLM_AGENT_MODULES = ("agents.sft", "agents.grpo", "agents.ppo")
+TRAINED_AGENT_MODULES = ("agents.sft", "agents.grpo", "agents.ppo", "agents.learned_edit")  # import torch
 
 REGISTRY: dict[str, type[Agent]] = {}
 
@@ -131,5 +131,5 @@ def read_agent_file(path: str | Path) -> dict[str, Any]:
 
 
 def _import_agent_modules(everything: bool = False) -> None:
-    for module in AGENT_MODULES + (LLM_AGENT_MODULES if everything else ()):
+    for module in AGENT_MODULES + (TRAINED_AGENT_MODULES if everything else ()):
         importlib.import_module(module)

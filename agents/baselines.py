@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 LIMITS = ActionLimits()  # the environment's default format limits: 1..5 expansions of 1..100 characters
 PLACEHOLDER = "product"  # the expansion of last resort when there is no text to work from
 _LETTERS = re.compile(r"[^\W\d_]+")  # runs of letters only
+Phrase = TypeVar("Phrase")  # an expansion: its text, or anything that carries one (EvidencePhrase)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,6 +352,24 @@ def evidence_phrases(evidence: Evidence, query: str) -> list[str]:
     return [phrase.text for phrase in evidence_candidates(evidence, query)]
 
 
+def one_edit_neighbours(
+    current: Sequence[Phrase], unused: Sequence[Phrase], max_expansions: int, resize: bool = True
+) -> list[tuple[int | None, Phrase | None, list[Phrase]]]:
+    """Every set one edit from ``current``, as (position removed, phrase added, the set): each drop
+    (while more than one is left), each replacement by a phrase of ``unused``, each addition (while
+    there is room); with ``resize`` False, replacements only. Positions run last-first, so that
+    ``np.argmax`` (the first best) gives ties to the edit of the later expansion
+    (``improve_expansion_set``)."""
+    last_first = range(len(current) - 1, -1, -1)
+    edits: list[tuple[int | None, Phrase | None, list[Phrase]]] = []
+    if len(current) > 1 and resize:
+        edits += [(i, None, [*current[:i], *current[i + 1 :]]) for i in last_first]
+    edits += [(i, phrase, [*current[:i], phrase, *current[i + 1 :]]) for i in last_first for phrase in unused]
+    if len(current) < max_expansions and resize:
+        edits += [(None, phrase, [*current, phrase]) for phrase in unused]
+    return edits
+
+
 def improve_expansion_set(
     env: LeserEnv,
     query: str,
@@ -381,11 +400,7 @@ def improve_expansion_set(
     resize = not (replace_only and chosen)
     for _ in itertools.count() if rounds is None else range(rounds):
         unused = [phrase for phrase in candidates if phrase not in chosen]
-        last_first = range(len(chosen) - 1, -1, -1)  # np.argmax takes the first best: ties go to the later
-        neighbours = [chosen[:i] + chosen[i + 1 :] for i in last_first] if len(chosen) > 1 and resize else []
-        neighbours += [[*chosen[:i], phrase, *chosen[i + 1 :]] for i in last_first for phrase in unused]
-        if len(chosen) < max_expansions and resize:
-            neighbours += [[*chosen, phrase] for phrase in unused]
+        neighbours = [edit[2] for edit in one_edit_neighbours(chosen, unused, max_expansions, resize)]
         if not neighbours:
             break
         rewards, _ = env.score_group(query, neighbours)

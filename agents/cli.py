@@ -416,7 +416,9 @@ def build_agent(
     options.update(placement(device, dtype))
     built = agents.load(checkpoint, **options) if checkpoint is not None else agents.make(name, seed=seed, **options)
     if engine_check and not hasattr(built, "engine_check"):
-        raise ValueError(f"--engine-check is for LLM agents (sft, grpo, ppo) and reward-search, not {built.name!r}")
+        raise ValueError(
+            f"--engine-check is for LLM agents (sft, grpo, ppo), learned-edit and reward-search, not {built.name!r}"
+        )
     return built
 
 
@@ -560,7 +562,7 @@ def compare_command(
 @app.command("train")
 @user_errors
 def train_command(
-    agent: Annotated[str, typer.Option("--agent", "-a", help="sft, grpo or ppo.")],
+    agent: Annotated[str, typer.Option("--agent", "-a", help="sft, grpo, ppo or learned-edit.")],
     out: Annotated[Path, typer.Option("--out", help="The run directory (checkpoints, logs, curves).")],
     catalog: CatalogOption = "synthetic",
     data_dir: DataDirOption = None,
@@ -583,8 +585,8 @@ def train_command(
     device: DeviceOption = None,
     dtype: DtypeOption = None,
 ) -> None:
-    """Train an LLM agent (sft, grpo, ppo); every field of its config can be set with --set (an
-    unknown field's error lists them all); `leser evaluate --checkpoint OUT` evaluates the run."""
+    """Train an LLM agent (sft, grpo, ppo) or learned-edit; every field of its config can be set with
+    --set (an unknown field's error lists them all); `leser evaluate --checkpoint OUT` evaluates the run."""
     from agents.policy import PolicyConfig
     from agents.training import configure, has_checkpoint, parse_settings, trainer
     from leser_env.env import LeserEnv

@@ -5,6 +5,8 @@ Every trainer (SFT, GRPO, PPO) is a function ``run(config, env, out, resume=Fals
 init=None, policy_config=None, progress=True) -> dict`` registered with its config dataclass
 (``register_trainer``), so ``leser train --agent NAME --set field=value ...`` builds any of them
 the same way (``configure`` turns the ``--set`` strings into the config's field types).
+``learned-edit`` (``agents.learned_edit``, no language model) registers the same way; its run is one
+LightGBM fit, so what follows about checkpoints is the LLM trainers'.
 
 A run directory holds ``policy/`` (the peft adapter and policy config), ``optimizer.pt``,
 ``rng.pt`` (the generator states of torch's CPU, of each GPU, and of numpy), ``trainer_state.json``
@@ -57,7 +59,7 @@ STATE_BLOBS = ("optimizer.pt", "rng.pt")
 SKIPPED_QUERIES_FILE = "skipped_queries.json"
 
 
-TRAINER_MODULES = ("agents.sft", "agents.grpo", "agents.ppo")
+TRAINER_MODULES = ("agents.sft", "agents.grpo", "agents.ppo", "agents.learned_edit")
 
 
 @dataclasses.dataclass(frozen=True)

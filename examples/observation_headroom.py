@@ -14,7 +14,8 @@ what the evidence tells it. This measures how much that is, with no language mod
    the observation shows about it: which of prf's expansions it removes (position, words), what it
    adds (source, feedback term's rank and weight, the product count the evidence prints), and the
    query's evidence (match counts of its words, the core phrase's count, the top term's weight).
-   It is trained on train-split queries, every edit labelled with its true gain.
+   It is trained on train-split queries, every edit labelled with its true gain: the model, features
+   and settings of the ``learned-edit`` agent (``agents/learned_edit.py``).
 3. On held-out queries it makes the edit it predicts best where it predicts a gain (the *learned*
    edit). Beside it, a *fixed* edit that reads nothing per query: the core phrase in place of
    prf's last expansion (runs/v18's warm-up targets).
@@ -34,39 +35,20 @@ and ``headroom.png`` under ``--out``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightgbm
 import numpy as np
 
 from agents.audit import bootstrap_mean
-from agents.baselines import EvidencePhrase, evidence_candidates
+from agents.baselines import EvidencePhrase
+from agents.learned_edit import EDIT_FEATURES, LearnedEditConfig, Query, edits_of, fit, read_labelled_queries
 from agents.progress import track
 from catalogs.storage import png_figure, write_atomically, write_json_atomically
 from leser_env.env import LeserEnv
-from leser_env.feedback import Evidence
 
-SOURCES = ("core", "matched", "term+core", "term+matched", "prf")
-OBSERVED = [
-    "query_words", "unmatched_words", "least_word_count", "most_word_count", "core_count", "top_term_weight",
-    "set_expansions", "removes_one", "adds_one", "removed_position", "removed_from_end", "removed_words",
-    "added_source", "added_term_rank", "added_term_weight", "added_count", "added_words",
-]  # fmt: skip
 ENGINE = ["removed_total", "removed_own_products", "added_total", "added_new_products"]
-BOOSTING = {"objective": "regression", "learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 50}
-
-
-@dataclass
-class Query:
-    """One query as the observation shows it: the evidence, its phrases and prf's set among them."""
-
-    query_id: str
-    text: str
-    evidence: Evidence
-    phrases: list[EvidencePhrase]
-    prf: list[EvidencePhrase]
 
 
 @dataclass
@@ -80,95 +62,49 @@ class Neighbours:
     fixed: int | None  # the neighbour that puts the core phrase in place of the set's last expansion
 
 
-def one_edit_neighbours(
-    current: list[EvidencePhrase], candidates: Sequence[EvidencePhrase], max_expansions: int
-) -> list[tuple[int | None, EvidencePhrase | None]]:
-    """(removed position, added phrase) for every drop, replacement and (while there is room) addition."""
-    edits: list[tuple[int | None, EvidencePhrase | None]] = []
-    if len(current) > 1:
-        edits += [(i, None) for i in range(len(current))]
-    edits += [(i, phrase) for i in range(len(current)) for phrase in candidates]
-    if len(current) < max_expansions:
-        edits += [(None, phrase) for phrase in candidates]
-    return edits
-
-
-def edited(current: list[EvidencePhrase], removed: int | None, added: EvidencePhrase | None) -> list[EvidencePhrase]:
-    """``current`` with one edit: ``added`` in place of position ``removed``, or either alone."""
-    if removed is None:
-        return [*current, added] if added else list(current)
-    return [*current[:removed], *([added] if added else []), *current[removed + 1 :]]
-
-
-def edit_features(
-    evidence: Evidence, current: list[EvidencePhrase], removed: int | None, added: EvidencePhrase | None
-) -> list[float]:
-    """The observation's numbers about one edit (``OBSERVED``'s order); -1 where one does not apply."""
-    counts = [count for _, count in evidence.query_words]
-    source, rank, weight, shown = -1, -1, -1.0, -1.0
-    if added is not None:
-        source = SOURCES.index(added.source)
-        if added.source.startswith("term+"):
-            rank, weight = added.index, evidence.terms[added.index][1]
-        if added.source == "core":
-            shown = evidence.core_count
-        elif added.source == "term+core" and added.index < len(evidence.with_core):
-            shown = evidence.with_core[added.index]
-    return [
-        len(counts), sum(1 for count in counts if not count), min(counts, default=0), max(counts, default=0),
-        evidence.core_count, evidence.terms[0][1] if evidence.terms else 0.0,
-        len(current), float(removed is not None), float(added is not None),
-        -1 if removed is None else removed, -1 if removed is None else len(current) - 1 - removed,
-        -1 if removed is None else len(current[removed].text.split()),
-        source, rank, weight, shown, -1 if added is None else len(added.text.split()),
-    ]  # fmt: skip
-
-
-def engine_features(
-    env: LeserEnv, query: str, current: list[str], removed: int | None, added: str | None
-) -> list[float]:
-    """What the engine says about the edit's two phrases (``ENGINE``'s order); -1 where one does not apply."""
+def engine_features(env: LeserEnv, query: str, current: list[str]) -> Callable[[int | None, str | None], list[float]]:
+    """For one set, what the engine says about an edit's two phrases (``ENGINE``'s order; -1 where one
+    does not apply): each one's product count, and how many of its top products neither the query
+    nor the set's other (kept) expansions retrieve."""
     depth = env.reward.config.depth  # type: ignore[attr-defined]
-    kept = [text for i, text in enumerate(current) if i != removed]
-    others = set(env.engine.search(query, depth).ids).union(*(env.engine.search(text, depth).ids for text in kept))
-    row = [-1.0, -1.0, -1.0, -1.0]
-    if removed is not None:
-        hits = env.engine.search(current[removed], depth)
-        row[:2] = [hits.total, len(set(hits.ids) - others)]
-    if added is not None:
-        hits = env.engine.search(added, depth)
-        row[2:] = [hits.total, len(set(hits.ids) - others)]
+    kept_by_removed: dict[int | None, set[str]] = {}
+
+    def others(removed: int | None) -> set[str]:
+        if removed not in kept_by_removed:
+            kept = [text for i, text in enumerate(current) if i != removed]
+            searches = (env.engine.search(text, depth).ids for text in [query, *kept])
+            kept_by_removed[removed] = set().union(*searches)
+        return kept_by_removed[removed]
+
+    def row(removed: int | None, added: str | None) -> list[float]:
+        values = [-1.0, -1.0, -1.0, -1.0]
+        if removed is not None:
+            hits = env.engine.search(current[removed], depth)
+            values[:2] = [hits.total, len(set(hits.ids) - others(removed))]
+        if added is not None:
+            hits = env.engine.search(added, depth)
+            values[2:] = [hits.total, len(set(hits.ids) - others(removed))]
+        return values
+
     return row
 
 
-def read_query(env: LeserEnv, query_id: str) -> Query | None:
-    """The query, its evidence and phrases; None where prf writes nothing (no set to edit)."""
-    assert env.feedback is not None, "the observation's feedback evidence is needed (feedback_evidence=True)"
-    observation, _ = env.observe(query_id)
-    text = env.clean_query(observation["query"])
-    evidence = env.feedback.evidence(text)
-    phrases = evidence_candidates(evidence, text)
-    prf = [phrase for phrase in phrases if phrase.source == "prf"]
-    return Query(query_id, text, evidence, phrases, prf) if prf else None
-
-
 def neighbours(env: LeserEnv, query: Query, current: list[EvidencePhrase], with_engine_counts: bool) -> Neighbours:
-    """Every set one edit from ``current``, scored with it in one group."""
-    candidates = [phrase for phrase in query.phrases if phrase not in current]
-    edits = one_edit_neighbours(current, candidates, env.action_limits.max_expansions)
-    sets = [edited(current, removed, added) for removed, added in edits]
+    """Every set one edit from ``current`` (``agents.learned_edit.edits_of``), scored with it in one group."""
+    step = edits_of(query, current, env.action_limits.max_expansions)
+    sets = [edited for _, _, edited in step.edits]
     rewards, _ = env.score_group(query.text, [[phrase.text for phrase in s] for s in [current, *sets]])
-    rows = [edit_features(query.evidence, current, removed, added) for removed, added in edits]
+    features = step.features
     if with_engine_counts:
-        texts = [phrase.text for phrase in current]
-        rows = [
-            row + engine_features(env, query.text, texts, removed, added.text if added else None)
-            for row, (removed, added) in zip(rows, edits, strict=True)
-        ]
+        row = engine_features(env, query.text, [phrase.text for phrase in current])
+        engine = [row(removed, added.text if added else None) for removed, added, _ in step.edits]
+        features = np.hstack([features, np.asarray(engine, dtype=float).reshape(len(sets), len(ENGINE))])
     last = len(current) - 1
-    fixed = next((k for k, (i, added) in enumerate(edits) if i == last and added and added.source == "core"), None)
+    fixed = next(
+        (k for k, (i, added, _) in enumerate(step.edits) if i == last and added and added.source == "core"), None
+    )
     gains = np.asarray(rewards[1:], dtype=float) - float(rewards[0])
-    return Neighbours(float(rewards[0]), sets, np.asarray(rows, dtype=float).reshape(len(sets), -1), gains, fixed)
+    return Neighbours(float(rewards[0]), sets, features, gains, fixed)
 
 
 def improve(
@@ -192,13 +128,6 @@ def improve(
     return gain
 
 
-def read_queries(env: LeserEnv, limit: int | None, description: str) -> list[Query]:
-    """The split's labelled queries (at most ``limit``) that have a prf set."""
-    query_ids = [query_id for query_id in env.query_ids if env.catalog.relevant(query_id)][:limit]
-    read = (read_query(env, query_id) for query_id in query_ids)
-    return [query for query in track(read, description, total=len(query_ids)) if query is not None]
-
-
 def headroom(
     catalog: str = "synthetic",
     data_dir: str | None = None,
@@ -219,14 +148,15 @@ def headroom(
     }
     learn = [
         neighbours(environments["train"], query, query.prf, with_engine_counts)
-        for query in read_queries(environments["train"], train, "train queries")
+        for query in read_labelled_queries(environments["train"], train)
     ]
     learn = [step for step in learn if len(step.gains)]
-    held_out = read_queries(environments["test"], limit, "test queries")
+    held_out = read_labelled_queries(environments["test"], limit)
     if not learn or not held_out:
         raise ValueError(f"{catalog}: need train and test queries with labels and a prf set")
-    data = lightgbm.Dataset(np.vstack([q.features for q in learn]), np.concatenate([q.gains for q in learn]))
-    model = lightgbm.train({**BOOSTING, "seed": seed, "deterministic": True, "verbose": -1}, data, num_boost_round=300)
+    features = EDIT_FEATURES + (ENGINE if with_engine_counts else [])
+    config = LearnedEditConfig(seed=seed)  # learned-edit's defaults
+    model = fit(np.vstack([q.features for q in learn]), np.concatenate([q.gains for q in learn]), config, features)
 
     def learned_choice(step: Neighbours) -> int | None:
         predicted = model.predict(step.features)
@@ -253,7 +183,7 @@ def headroom(
         "reward": reward,
         "engine_check": True,
         "edits": edits,
-        "features": OBSERVED + (ENGINE if with_engine_counts else []),
+        "features": features,
         "train_queries": len(learn),
         "train_edits": int(sum(len(q.gains) for q in learn)),
         "test_queries": len(held_out),

@@ -202,6 +202,26 @@ def test_reward_search_composes_the_evidence_and_never_scores_below_prf() -> Non
         agents.make("reward-search", max_edits=-1)
 
 
+def test_one_edit_neighbours_lists_every_drop_replacement_and_addition_last_first() -> None:
+    """The neighbourhood reward-search and the headroom example search: drops while more than one
+    is left, replacements, additions while there is room (none of either with ``resize`` off), each
+    set built as its (removed, added) says, positions last-first so that ties go to the later."""
+    from agents.baselines import one_edit_neighbours
+
+    edits = one_edit_neighbours(["a", "b"], ["x", "y"], max_expansions=3)
+    assert edits == [
+        (1, None, ["a"]), (0, None, ["b"]),
+        (1, "x", ["a", "x"]), (1, "y", ["a", "y"]), (0, "x", ["x", "b"]), (0, "y", ["y", "b"]),
+        (None, "x", ["a", "b", "x"]), (None, "y", ["a", "b", "y"]),
+    ]  # fmt: skip
+    full = [edit[:2] for edit in one_edit_neighbours(["a", "b"], ["x"], 2)]  # no room: no addition
+    assert full == [(1, None), (0, None), (1, "x"), (0, "x")]
+    assert one_edit_neighbours(["a"], ["x"], 3) == [(0, "x", ["x"]), (None, "x", ["a", "x"])]  # one left: no drop
+    assert one_edit_neighbours(["a", "b"], ["x"], 3, resize=False) == [(1, "x", ["a", "x"]), (0, "x", ["x", "b"])]
+    assert one_edit_neighbours([], ["x", "y"], 2) == [(None, "x", ["x"]), (None, "y", ["y"])]
+    assert one_edit_neighbours(["a"], [], 1) == []
+
+
 def test_evidence_candidates_say_what_each_phrase_is_composed_from() -> None:
     """Each phrase names its source: prf's expansions in prf's order, the core phrase, the matched
     query words, and each feedback term (by its rank) before one of those two; the texts are
