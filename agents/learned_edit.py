@@ -306,9 +306,13 @@ class LearnedEditAgent(Agent):
     ) -> None:
         if isinstance(max_edits, bool) or not isinstance(max_edits, int) or max_edits < 1:
             raise ValueError(f"max_edits must be an integer >= 1, got {max_edits!r}")
-        if options.get("decoding"):
-            raise ValueError("--decoding is for LLM agents (sft, grpo, ppo); learned-edit's choice is deterministic")
-        options = {key: value for key, value in options.items() if key not in ("device", "dtype")}  # no model to place
+        if options.get("decoding") not in (None, "greedy"):
+            raise ValueError(
+                f"--decoding {options['decoding']} is for LLM agents (sft, grpo, ppo); learned-edit's choice is "
+                "deterministic (greedy)"
+            )
+        ignored = ("device", "dtype", "decoding")  # no model to place or sample from
+        options = {key: value for key, value in options.items() if key not in ignored}
         super().__init__(catalog, data_dir, seed, max_edits=max_edits, engine_check=bool(engine_check), **options)
         self.max_edits = max_edits
         self.engine_check = bool(engine_check)

@@ -83,6 +83,9 @@ def test_it_refuses_what_it_cannot_do_with_clear_errors(trained: tuple[Path, dic
         agents.make("learned-edit").act([{"query": "chair"}])
     with pytest.raises(ValueError, match="max_edits must be an integer >= 1"):
         agents.make("learned-edit", max_edits=0)
+    with pytest.raises(ValueError, match="--decoding vote is for LLM agents"):
+        agents.load(trained[0], decoding="vote")
+    assert agents.load(trained[0], decoding="greedy", device="cpu").config == agents.load(trained[0]).config
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "agent.json").write_text((trained[0] / "agent.json").read_text())
