@@ -106,6 +106,20 @@ def test_it_refuses_what_it_cannot_do_with_clear_errors(trained: tuple[Path, dic
         LearnedEditConfig(num_leaves=1)
 
 
+def test_learn_fits_in_memory_and_save_writes_a_run_that_loads(tmp_path: Path) -> None:
+    agent = agents.make("learned-edit")
+    report = agent.learn(LeserEnv("synthetic", split="train"), LearnedEditConfig(train_queries=20), progress=False)
+    assert report["train_queries"] > 10 and report["engine_check"] is False
+    observations = [{"query": "office chair"}, {"query": "grey sofa"}]
+    agent.save(tmp_path / "run")
+    assert agents.load(tmp_path / "run").act(observations) == agent.act(observations)
+    (tmp_path / "run" / "report.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a learned-edit report"):
+        run(LearnedEditConfig(), LeserEnv("synthetic", split="train"), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(ValueError, match="feedback evidence"):
+        agent.learn(LeserEnv("synthetic", split="train", feedback_evidence=False), progress=False)
+
+
 def test_leser_train_and_evaluate_it_from_the_command_line(tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "run"
