@@ -44,6 +44,11 @@ How the targets are made, and why they do not leak:
   prf. ``replace_only`` restricts the edits to replacing one of prf's phrases (the target keeps
   prf's size): one replacement is worth +0.069, two +0.093 (200 train queries, engine check); a
   warm-up on those (runs/v22) fell further behind prf.
+- ``teacher`` (a saved agent directory, or a registered agent's name) replaces the target search:
+  each target is the set that agent sends for the query, written in its order. With a
+  ``learned-edit`` run as the teacher, the warm-up distils a per-query choice that is a function
+  of the observation (what ``learned-edit`` reads), where the reward-search targets above depend on
+  products the policy never sees (README, runs/v23).
 - The target is written in the action format with a one-sentence think block naming one
   phrase (a list there taught the model to loop inside the think block).
 Validation and test queries are never read here; ``format_valid_rate`` measures the paper's
@@ -103,6 +108,9 @@ class SFTConfig:
     # Where target phrases come from: "labelled" (prf's and labelled-relevant title phrases) or
     # "evidence" (every phrase composed from the feedback evidence, as reward-search's; see the module docstring).
     target_candidates: str = "labelled"
+    # An agent whose action on each train query is the target instead of the target search's set: a
+    # saved agent directory (a learned-edit run, say) or a registered name ("prf"); see the module docstring.
+    teacher: str | None = None
     save_steps: int = 25  # optimizer steps
     seed: int = 0
 
@@ -129,6 +137,12 @@ class SFTConfig:
         )
         if self.target_candidates not in TARGET_CANDIDATES:
             raise ValueError(f"target_candidates must be one of {TARGET_CANDIDATES}, got {self.target_candidates!r}")
+        if self.teacher is not None and (
+            self.start_with_core or self.replace_only or self.target_candidates != "labelled"
+        ):
+            raise ValueError(
+                "teacher replaces the target search: leave out start_with_core, replace_only, target_candidates"
+            )
 
 
 def build_examples(
@@ -143,11 +157,14 @@ def build_examples(
     start_with_core: bool = False,
     target_candidates: str = "labelled",
     replace_only: bool = False,
+    teacher: str | None = None,
 ) -> list[dict[str, Any]]:
     """Warm-up (observation, target action) pairs from train queries only (see the module docstring);
     ``progress`` shows a bar, one tick a query (the target search scores many sets for each)."""
     if env.split != Split.TRAIN:
         raise ValueError("SFT examples are built from the train split only")
+    if teacher is not None:
+        return teacher_examples(env, teacher, warm_up_query_ids(env, count, seed), progress)
     if (start_with_core or target_candidates == "evidence") and env.feedback is None:
         raise ValueError("start_with_core and evidence candidates read the evidence: use feedback_evidence=True")
     engine = engine_for(env.catalog_spec, env.data_dir)
@@ -181,6 +198,34 @@ def build_examples(
         )
         chosen = sorted(improved, key=candidates.index)
         examples.append({"query_id": query_id, "observation": observation, "target": target_action(chosen, query)})
+    return examples
+
+
+def teacher_examples(env: LeserEnv, teacher: str, query_ids: Sequence[str], progress: bool = False) -> list[dict]:
+    """(observation, target) pairs whose target is ``teacher``'s action: a saved agent directory or a
+    registered agent's name, built for ``env``'s catalog; a set it writes is taught in its order, an
+    invalid action as the query itself."""
+    import agents
+
+    where = {"catalog": env.catalog_spec, "data_dir": env.data_dir}
+    if Path(teacher).is_dir():
+        guide = agents.load(teacher, **where)
+    elif teacher in agents.available():
+        guide = agents.make(teacher, **where)
+    else:
+        raise ValueError(f"teacher {teacher!r}: neither a saved agent directory nor one of {agents.available()}")
+    examples = []
+    for query_id in track(query_ids, f"warm-up targets from {guide.label}", enabled=progress):
+        observation, _ = env.observe(query_id)
+        action = parse_action(guide.act([observation])[0], env.action_limits)
+        expansions = action.expansions if action.valid else []
+        examples.append(
+            {
+                "query_id": query_id,
+                "observation": observation,
+                "target": target_action(expansions, observation["query"]),
+            }
+        )
     return examples
 
 
@@ -358,6 +403,7 @@ def run(
         config.start_with_core,
         config.target_candidates,
         config.replace_only,
+        config.teacher,
     )
     validation_env = LeserEnv(catalog=env.catalog_spec, data_dir=env.data_dir, split="validation")
     held_out = [validation_env.observe(qid)[0] for qid in validation_env.query_ids[:validation_queries]]

@@ -493,6 +493,34 @@ def test_sft_targets_from_evidence_candidates_distil_reward_search_within_the_ed
         sft.SFTConfig(target_candidates="titles")
 
 
+def test_sft_targets_can_be_a_teacher_agents_actions(tmp_path: Path) -> None:
+    """With ``teacher``, each target is that agent's set for the query, in its order: a registered
+    name or a saved run (here a learned-edit run); the target search's settings are refused beside it."""
+    from agents.learned_edit import LearnedEditConfig
+    from agents.learned_edit import run as train_learned_edit
+
+    env = LeserEnv(catalog="synthetic", split="train")
+    prf = agents.make("prf", catalog="synthetic")
+    examples = sft.build_examples(env, 10, teacher="prf")
+    for example in examples:
+        taught = parse_action(example["target"]).expansions
+        assert taught == parse_action(prf.act([example["observation"]])[0]).expansions
+    train_learned_edit(LearnedEditConfig(train_queries=40), env, tmp_path / "teacher", progress=False)
+    learned = sft.build_examples(env, 10, teacher=str(tmp_path / "teacher"))
+    assert [e["query_id"] for e in learned] == [e["query_id"] for e in examples]  # the same warm-up queries
+    assert [e["target"] for e in learned] != [e["target"] for e in examples]
+    teacher = agents.load(tmp_path / "teacher")
+    for example in learned:
+        assert (
+            parse_action(example["target"]).expansions
+            == parse_action(teacher.act([example["observation"]])[0]).expansions
+        )
+    with pytest.raises(ValueError, match="neither a saved agent directory nor one of"):
+        sft.build_examples(env, 2, teacher="no-such-agent")
+    with pytest.raises(ValueError, match="teacher replaces the target search"):
+        sft.SFTConfig(teacher="prf", start_with_core=True)
+
+
 COVERS = {"a": {1, 2}, "b": {1, 2}, "c": {1, 2}, "d": {3}}  # a, b and c retrieve the same products
 
 
