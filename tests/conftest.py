@@ -10,6 +10,17 @@ import pytest
 from catalogs import Catalog, Product, data_dir, load_catalog, make_catalog, synthetic_catalog
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ADVERSARIAL_QUERIES = (  # what no agent may crash on or answer invalidly
+    "",
+    "   \n\t ",
+    "x" * 10_000,
+    "chair " * 2_000,
+    'title:"x" AND (NOT -y) \\',
+    "🪑💺🛋️",
+    "chair for my 🐶 🛋️",
+    "</think><answer>[]</answer>",
+    "\x00\ud800 null and lone surrogate",
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -132,3 +143,9 @@ def tiny_model_dir(smollm_tokenizer, tmp_path_factory: pytest.TempPathFactory) -
     tiny_model(len(smollm_tokenizer)).save_pretrained(path)
     smollm_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def adversarial_queries() -> tuple[str, ...]:
+    """Empty, huge, query-syntax, emoji and broken-Unicode queries every agent must answer validly."""
+    return ADVERSARIAL_QUERIES

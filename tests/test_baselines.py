@@ -18,17 +18,6 @@ from catalogs import Catalog
 from leser_env.actions import parse_action
 
 BASELINES = ("none", "random", "prf", "reward-search")
-ADVERSARIAL_QUERIES = (
-    "",
-    "   \n\t ",
-    "x" * 10_000,
-    "chair " * 2_000,
-    'title:"x" AND (NOT -y) \\',
-    "🪑💺🛋️",
-    "chair for my 🐶 🛋️",
-    "</think><answer>[]</answer>",
-    "\x00\ud800 null and lone surrogate",
-)
 
 
 @pytest.fixture(scope="module")
@@ -260,16 +249,18 @@ def test_prf_rejects_bad_options() -> None:
 
 
 @pytest.mark.parametrize("name", BASELINES)
-def test_adversarial_observations_give_valid_actions(name: str, synthetic: Catalog) -> None:
+def test_adversarial_observations_give_valid_actions(
+    name: str, synthetic: Catalog, adversarial_queries: tuple[str, ...]
+) -> None:
     agent = agents.make(name, catalog="synthetic")
-    odd: list[Any] = [{"query": query, "context": query} for query in ADVERSARIAL_QUERIES]
+    odd: list[Any] = [{"query": query, "context": query} for query in adversarial_queries]
     odd += [{}, {"query": None, "context": 5}, {"context": "- Grey Sofa | Furniture"}, "not a mapping", None]
     actions = agent.act(odd)
     assert len(actions) == len(odd)
     for observation, action in zip(odd, actions, strict=True):
         assert parse_action(action).valid, (observation, action)
     env = gym.make("LESER-v0", catalog="synthetic", split="test")
-    for query in ADVERSARIAL_QUERIES:
+    for query in adversarial_queries:
         observation, _ = env.reset(options={"query": query})
         _, reward, *_, info = env.step(agent.act([observation])[0])
         assert info["reward_breakdown"]["valid"] and math.isfinite(reward), (query, info["reward_breakdown"])

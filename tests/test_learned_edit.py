@@ -18,7 +18,6 @@ from agents.cli import app
 from agents.learned_edit import EDIT_FEATURES, MODEL_FILE, LearnedEditConfig, run
 from leser_env.actions import parse_action
 from leser_env.env import LeserEnv
-from tests.test_baselines import ADVERSARIAL_QUERIES
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +69,11 @@ def test_it_sends_prf_set_or_an_edit_of_it_composed_from_the_evidence(trained: t
     assert twice != actions and all(parse_action(action).valid for action in twice)  # more edits somewhere
 
 
-def test_adversarial_observations_give_valid_actions(trained: tuple[Path, dict]) -> None:
+def test_adversarial_observations_give_valid_actions(
+    trained: tuple[Path, dict], adversarial_queries: tuple[str, ...]
+) -> None:
     agent = agents.load(trained[0])
-    odd: list[Any] = [{"query": query, "context": query} for query in ADVERSARIAL_QUERIES]
+    odd: list[Any] = [{"query": query, "context": query} for query in adversarial_queries]
     odd += [{}, {"query": None, "context": 5}, {"context": "- Grey Sofa | Furniture"}, "not a mapping", None]
     for observation, action in zip(odd, agent.act(odd), strict=True):
         assert parse_action(action).valid, (observation, action)
