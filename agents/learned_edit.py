@@ -57,11 +57,13 @@ from agents.baselines import (
     one_edit_neighbours,
     query_or_placeholder,
 )
+from agents.policy import LLMPolicy, PolicyConfig
 from agents.progress import track
 from agents.training import register_trainer
 from catalogs.storage import write_atomically, write_json_atomically
 from leser_env.actions import ActionLimits, encode_action
-from leser_env.config_ranges import NON_NEGATIVE, POSITIVE, check_ranges
+from leser_env.config_ranges import NON_NEGATIVE, POSITIVE, Range, check_ranges
+from leser_env.env import LeserEnv
 from leser_env.feedback import Evidence, PseudoRelevanceFeedback
 
 MODEL_FILE = "policy/model.txt"  # under policy/, so a store's policy fingerprint covers it
@@ -153,12 +155,10 @@ class LearnedEditConfig:
                 **dict.fromkeys(
                     ("train_queries", "max_edits", "learning_rate", "num_boost_round", "min_data_in_leaf"), POSITIVE
                 ),
-                "num_leaves": POSITIVE,
+                "num_leaves": Range(2),
                 "seed": NON_NEGATIVE,
             },
         )
-        if self.num_leaves < 2:
-            raise ValueError(f"LearnedEditConfig.num_leaves must be an integer >= 2, got {self.num_leaves}")
 
     def booster_params(self) -> dict[str, Any]:
         return {
@@ -174,7 +174,7 @@ class LearnedEditConfig:
 
 
 def labelled_edits(
-    env: Any, queries: Sequence[Query], progress: bool = True
+    env: LeserEnv, queries: Sequence[Query], progress: bool = True
 ) -> tuple[list[Edits], list[np.ndarray], list[float]]:
     """Every edit of each query's prf set, scored by ``env``'s reward in one group with prf's set:
     the edits, each one's gain over prf's set, and prf's set's reward."""
@@ -208,7 +208,7 @@ def choose(model: lightgbm.Booster, step: Edits) -> int | None:
     return best if predicted[best] > 0 else None
 
 
-def read_labelled_queries(env: Any, limit: int | None, progress: bool = True) -> list[Query]:
+def read_labelled_queries(env: LeserEnv, limit: int | None, progress: bool = True) -> list[Query]:
     """The env's labelled queries (the first ``limit`` of them) that have a prf set."""
     query_ids = [query_id for query_id in env.query_ids if env.catalog.relevant(query_id)][:limit]
     read = (
@@ -221,19 +221,19 @@ def read_labelled_queries(env: Any, limit: int | None, progress: bool = True) ->
 @register_trainer("learned-edit", LearnedEditConfig, scores_samples=True)  # labels are rewards: --engine-check applies
 def run(
     config: LearnedEditConfig,
-    env: Any,
+    env: LeserEnv,
     out: str | Path,
     resume: bool = False,
     *,
-    policy: Any = None,
+    policy: LLMPolicy | None = None,
     init: str | Path | None = None,
-    policy_config: Any = None,
+    policy_config: PolicyConfig | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Learn the edit regressor on ``env``'s train queries (under its reward and engine check) and
-    write the trained agent to ``out``. One fit: ``resume`` on a finished run returns its report."""
-    from agents.policy import PolicyConfig
-
+    write the trained agent to ``out``. One fit: ``resume`` on a finished run returns its report.
+    ``policy``, ``init`` and ``policy_config`` are the trainers' shared signature; there is no
+    language model here, so giving one (or a --model) is an error."""
     if init is not None or policy is not None:
         raise ValueError("learned-edit has no language model to start from: leave out --init")
     if policy_config is not None and policy_config.model != PolicyConfig().model:
@@ -303,11 +303,11 @@ class LearnedEditAgent(Agent):
         self.max_expansions = ActionLimits().max_expansions
         self.model: lightgbm.Booster | None = None
 
-    def learn(self, env: Any, config: LearnedEditConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    def learn(self, env: LeserEnv, config: LearnedEditConfig | None = None, progress: bool = True) -> dict[str, Any]:
         """Fit the model on ``env``'s labelled queries (its split, reward and engine check: a LeserEnv
         with the feedback evidence) and return what was learnt: the report ``run`` writes."""
         config = config or LearnedEditConfig()
-        if getattr(env, "feedback", None) is None:
+        if env.feedback is None:
             raise ValueError("learned-edit reads the feedback evidence: use a LeserEnv with feedback_evidence=True")
         queries = read_labelled_queries(env, config.train_queries, progress)
         steps, gains, prf_rewards = labelled_edits(env, queries, progress)
