@@ -213,7 +213,7 @@ def read_labelled_queries(env: LeserEnv, limit: int | None, progress: bool = Tru
     query_ids = [query_id for query_id in env.query_ids if env.catalog.relevant(query_id)][:limit]
     read = (
         read_query(env.feedback, env.clean_query(env.observe(query_id)[0]["query"]))
-        for query_id in track(query_ids, "reading train queries' evidence", enabled=progress)
+        for query_id in track(query_ids, f"reading {env.split} queries' evidence", enabled=progress)
     )
     return [query for query in read if query.prf]
 

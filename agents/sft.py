@@ -209,15 +209,15 @@ def teacher_examples(env: LeserEnv, teacher: str, query_ids: Sequence[str], prog
 
     where = {"catalog": env.catalog_spec, "data_dir": env.data_dir}
     if Path(teacher).is_dir():
-        guide = agents.load(teacher, **where)
+        teacher_agent = agents.load(teacher, **where)
     elif teacher in agents.available():
-        guide = agents.make(teacher, **where)
+        teacher_agent = agents.make(teacher, **where)
     else:
         raise ValueError(f"teacher {teacher!r}: neither a saved agent directory nor one of {agents.available()}")
     examples = []
-    for query_id in track(query_ids, f"warm-up targets from {guide.label}", enabled=progress):
+    for query_id in track(query_ids, f"warm-up targets from {teacher_agent.label}", enabled=progress):
         observation, _ = env.observe(query_id)
-        action = parse_action(guide.act([observation])[0], env.action_limits)
+        action = parse_action(teacher_agent.act([observation])[0], env.action_limits)
         expansions = action.expansions if action.valid else []
         examples.append(
             {

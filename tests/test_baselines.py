@@ -192,9 +192,10 @@ def test_reward_search_composes_the_evidence_and_never_scores_below_prf() -> Non
 
 
 def test_one_edit_neighbours_lists_every_drop_replacement_and_addition_last_first() -> None:
-    """The neighbourhood reward-search and the headroom example search: drops while more than one
-    is left, replacements, additions while there is room (none of either with ``resize`` off), each
-    set built as its (removed, added) says, positions last-first so that ties go to the later."""
+    """The neighbourhood reward-search, learned-edit and the headroom example search: drops while
+    more than one is left, replacements, additions while there is room (none of either with
+    ``resize`` off), each set built as its (removed, added) says, positions last-first so that ties
+    go to the later."""
     from agents.baselines import one_edit_neighbours
 
     edits = one_edit_neighbours(["a", "b"], ["x", "y"], max_expansions=3)
