@@ -44,12 +44,12 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightgbm
 import numpy as np
 
-from agents.base import Agent, read_agent_file, register
+from agents.base import Agent, register
 from agents.baselines import (
     EvidencePhrase,
     evidence_candidates,
@@ -173,20 +173,25 @@ class LearnedEditConfig:
         }
 
 
+def scored_edits(env: LeserEnv, query: Query, current: list[EvidencePhrase]) -> tuple[Edits, np.ndarray, float]:
+    """Every edit of ``current``, scored by ``env``'s reward in one group with ``current`` itself:
+    the edits, each one's gain over ``current``, and ``current``'s reward."""
+    step = edits_of(query, current, env.action_limits.max_expansions)
+    sets = [current, *(edited for _, _, edited in step.edits)]
+    rewards, _ = env.score_group(query.text, [[phrase.text for phrase in s] for s in sets])
+    return step, np.asarray(rewards[1:], dtype=float) - float(rewards[0]), float(rewards[0])
+
+
 def labelled_edits(
     env: LeserEnv, queries: Sequence[Query], progress: bool = True
 ) -> tuple[list[Edits], list[np.ndarray], list[float]]:
-    """Every edit of each query's prf set, scored by ``env``'s reward in one group with prf's set:
-    the edits, each one's gain over prf's set, and prf's set's reward."""
-    steps, gains, prf_rewards = [], [], []
-    for query in track(queries, "scoring every edit of prf's set", enabled=progress):
-        step = edits_of(query, query.prf, env.action_limits.max_expansions)
-        sets = [[phrase.text for phrase in query.prf]] + [[phrase.text for phrase in s] for _, _, s in step.edits]
-        rewards, _ = env.score_group(query.text, sets)
-        steps.append(step)
-        gains.append(np.asarray(rewards[1:], dtype=float) - float(rewards[0]))
-        prf_rewards.append(float(rewards[0]))
-    return steps, gains, prf_rewards
+    """``scored_edits`` of each query's prf set: the edits, each one's gain over prf's set, and prf's
+    set's reward."""
+    scored = [
+        scored_edits(env, query, query.prf)
+        for query in track(queries, "scoring every edit of prf's set", enabled=progress)
+    ]
+    return [step for step, _, _ in scored], [gains for _, gains, _ in scored], [reward for _, _, reward in scored]
 
 
 def fit(
@@ -212,7 +217,7 @@ def read_labelled_queries(env: LeserEnv, limit: int | None, progress: bool = Tru
     """The env's labelled queries (the first ``limit`` of them) that have a prf set."""
     query_ids = [query_id for query_id in env.query_ids if env.catalog.relevant(query_id)][:limit]
     read = (
-        read_query(env.feedback, env.clean_query(env.observe(query_id)[0]["query"]))
+        read_query(env.feedback, env.clean_query(env.catalog.queries[query_id]))  # the observation's query
         for query_id in track(query_ids, f"reading {env.split} queries' evidence", enabled=progress)
     )
     return [query for query in read if query.prf]
@@ -370,8 +375,7 @@ class LearnedEditAgent(Agent):
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> Agent:
-        record = read_agent_file(path)
-        agent = cls(**{**record["config"], **overrides})
+        agent = cast(LearnedEditAgent, super().load(path, **overrides))
         file = Path(path) / MODEL_FILE
         try:
             text = file.read_text()

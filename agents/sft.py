@@ -205,15 +205,9 @@ def teacher_examples(env: LeserEnv, teacher: str, query_ids: Sequence[str], prog
     """(observation, target) pairs whose target is ``teacher``'s action: a saved agent directory or a
     registered agent's name, built for ``env``'s catalog; a set it writes is taught in its order, an
     invalid action as the query itself."""
-    import agents
+    from agents.precompute import load_agent  # a saved run directory or an agent's name, as precompute takes
 
-    where = {"catalog": env.catalog_spec, "data_dir": env.data_dir}
-    if Path(teacher).is_dir():
-        teacher_agent = agents.load(teacher, **where)
-    elif teacher in agents.available():
-        teacher_agent = agents.make(teacher, **where)
-    else:
-        raise ValueError(f"teacher {teacher!r}: neither a saved agent directory nor one of {agents.available()}")
+    teacher_agent = load_agent(teacher, env.catalog_spec, env.data_dir)
     examples = []
     for query_id in track(query_ids, f"warm-up targets from {teacher_agent.label}", enabled=progress):
         observation, _ = env.observe(query_id)

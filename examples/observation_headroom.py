@@ -43,7 +43,7 @@ import numpy as np
 
 from agents.audit import bootstrap_mean
 from agents.baselines import EvidencePhrase
-from agents.learned_edit import EDIT_FEATURES, LearnedEditConfig, Query, edits_of, fit, read_labelled_queries
+from agents.learned_edit import EDIT_FEATURES, LearnedEditConfig, Query, fit, read_labelled_queries, scored_edits
 from agents.progress import track
 from catalogs.storage import png_figure, write_atomically, write_json_atomically
 from leser_env.env import LeserEnv
@@ -90,10 +90,9 @@ def engine_features(env: LeserEnv, query: str, current: list[str]) -> Callable[[
 
 
 def neighbours(env: LeserEnv, query: Query, current: list[EvidencePhrase], with_engine_counts: bool) -> Neighbours:
-    """Every set one edit from ``current`` (``agents.learned_edit.edits_of``), scored with it in one group."""
-    step = edits_of(query, current, env.action_limits.max_expansions)
+    """Every set one edit from ``current``, scored with it in one group (``agents.learned_edit.scored_edits``)."""
+    step, gains, reward = scored_edits(env, query, current)
     sets = [edited for _, _, edited in step.edits]
-    rewards, _ = env.score_group(query.text, [[phrase.text for phrase in s] for s in [current, *sets]])
     features = step.features
     if with_engine_counts:
         row = engine_features(env, query.text, [phrase.text for phrase in current])
@@ -103,8 +102,7 @@ def neighbours(env: LeserEnv, query: Query, current: list[EvidencePhrase], with_
     fixed = next(
         (k for k, (i, added, _) in enumerate(step.edits) if i == last and added and added.source == "core"), None
     )
-    gains = np.asarray(rewards[1:], dtype=float) - float(rewards[0])
-    return Neighbours(float(rewards[0]), sets, features, gains, fixed)
+    return Neighbours(reward, sets, features, gains, fixed)
 
 
 def improve(

@@ -515,7 +515,7 @@ def test_sft_targets_can_be_a_teacher_agents_actions(tmp_path: Path) -> None:
             parse_action(example["target"]).expansions
             == parse_action(teacher.act([example["observation"]])[0]).expansions
         )
-    with pytest.raises(ValueError, match="neither a saved agent directory nor one of"):
+    with pytest.raises(ValueError, match="unknown agent 'no-such-agent'; available: "):
         sft.build_examples(env, 2, teacher="no-such-agent")
     with pytest.raises(ValueError, match="teacher replaces the target search"):
         sft.SFTConfig(teacher="prf", start_with_core=True)
