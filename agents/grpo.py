@@ -11,7 +11,9 @@ Per optimizer step:
 3. advantage of each completion = its reward minus its group's mean, optionally divided by the
    standard deviation of its group or of the whole batch (``scale_rewards="group" | "batch"``;
    "none" by default, as Dr. GRPO recommends); a group whose rewards are all equal carries no
-   learning signal (logged as ``zero_signal``);
+   learning signal (logged as ``zero_signal``); the share of the advantage mass on format-invalid
+   completions is logged as ``invalid_advantage_share`` (at most about 0.5; near it, the step
+   teaches the format and little else);
 4. loss per token: the PPO-style clipped surrogate (epsilon 0.2) on the probability ratio to
    the sampling-time policy, minus ``beta`` times the k3 estimate of the KL to the reference
    policy (the base model: the same weights with the LoRA adapter disabled); ``loss_type``, as
@@ -37,7 +39,9 @@ fared. ``off_policy_guide="reward-search"`` makes the guide the best set of the 
 observation's evidence composes that the environment's own reward finds (``agents.baselines``'s
 ``reward-search``: +0.10 a query above prf's on synthetic train queries, where prf's own set is
 close to what a warmed-up policy writes), a guide that knows which of the phrases the policy
-can read pay: the search costs about 0.06 s a query, a small part of a step.
+can read pay: the search costs about 0.06 s a query, a small part of a step. A trained agent's run
+directory makes that agent the guide (``off_policy_guide=runs/learned_edit``: a ``learned-edit``
+run, whose per-query choice is read off the observation, as the warm-up's ``teacher`` is).
 
 With ``screen_departures=N`` (0, off, by default) the stage first answers N of the train queries
 it may draw (a seeded sample) with the starting policy, greedily as it is evaluated, and keeps
@@ -63,6 +67,7 @@ import torch
 from agents.base import Agent, agent_class, make, register
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig, Samples
+from agents.precompute import load_agent
 from agents.progress import progress_bar, track
 from agents.sft import target_action
 from agents.training import (
@@ -108,8 +113,9 @@ class GRPOConfig:
     # Started from a warm-up (--init): draw only train queries it learnt no target for. Off by
     # default: measured level with drawing from all of them (see the README's Results).
     skip_warm_up_queries: bool = False
-    # "prf": its expansion set joins every group as one more completion (see the module docstring);
-    # "" for none. Off by default: measured level with v12's recipe without it (README, runs/v16).
+    # "prf", "reward-search" or a trained agent's run directory: its expansion set joins every group
+    # as one more completion (see the module docstring); "" for none. Off by default: measured level
+    # with v12's recipe without it (README, runs/v16).
     off_policy_guide: str = ""
     # > 0: before the first step the starting policy answers this many of the train queries it may
     # draw, greedily, and GRPO draws only those where its served expansion set departs from prf's
@@ -144,9 +150,11 @@ class GRPOConfig:
             raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, not {self.loss_type!r}")
         if self.scale_rewards not in SCALE_REWARDS:
             raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, not {self.scale_rewards!r}")
-        if self.off_policy_guide and self.off_policy_guide not in GUIDE_AGENTS:
+        guide = self.off_policy_guide
+        if guide and guide not in GUIDE_AGENTS and not (Path(guide) / "agent.json").is_file():
             raise ValueError(
-                f"off_policy_guide must be one of {', '.join(GUIDE_AGENTS)} (or empty), not {self.off_policy_guide!r}"
+                f"off_policy_guide must be one of {', '.join(GUIDE_AGENTS)}, a trained agent's run directory "
+                f"(with its agent.json) or empty, not {guide!r}"
             )
 
 
@@ -232,8 +240,11 @@ def collect(
 
 
 def guide_agent(name: str, env: LeserEnv) -> Agent:
-    """The off-policy guide ``name`` for ``env``'s catalog; one that reads the reward while it acts
-    (``Agent.reads_reward``: reward-search) searches with ``env``'s own reward."""
+    """The off-policy guide ``name`` for ``env``'s catalog: a trained agent's run directory or a
+    registered name; one that reads the reward while it acts (``Agent.reads_reward``: reward-search)
+    searches with ``env``'s own reward."""
+    if Path(name).is_dir():
+        return load_agent(name, env.catalog_spec, env.data_dir)
     if not agent_class(name).reads_reward:
         return make(name, catalog=env.catalog_spec, data_dir=env.data_dir)
     config = getattr(env.reward, "config", None)
@@ -452,6 +463,7 @@ def train(
                     [ids for index, ids in enumerate(samples.completion_ids) if index % samples.n < own],
                 ),
                 "zero_signal": float(np.mean(np.ptp(rewards, axis=1) == 0)),
+                "invalid_advantage_share": invalid_advantage_share(advantages, infos),
                 **(
                     {
                         "guide_reward": float(rewards[:, own:].mean()),
@@ -473,6 +485,18 @@ def train(
     log.close()
     plot_learning_curve(log.records, out / "learning_curve.png", f"GRPO on {env.catalog.name}")
     return {"steps": config.max_steps, "log": log.records, "drawn_from": len(query_ids)}
+
+
+def invalid_advantage_share(advantages: np.ndarray, infos: Sequence[dict[str, Any]]) -> float:
+    """The share of the step's advantage mass (the sum of |advantage| over every completion) that
+    falls on format-invalid completions. Advantages sum to 0 in a group, so invalid answers scored
+    below their group's mean hold at most half the mass; exactly half when every valid answer is
+    above the mean, i.e. when the valid answers' advantages are only the mirror of the invalid
+    ones'. A step near 0.5 teaches the format and little about which valid set is better."""
+    magnitudes = np.abs(advantages).reshape(-1)
+    invalid = np.array([not info["reward_breakdown"]["valid"] for info in infos])
+    total = float(magnitudes.sum())
+    return float(magnitudes[invalid].sum() / total) if total else 0.0
 
 
 @register_trainer("grpo", GRPOConfig)

@@ -74,6 +74,7 @@ from agents.base import register
 from agents.baselines import PseudoRelevanceFeedbackAgent, evidence_phrases, improve_expansion_set
 from agents.llm_agent import LLMAgent
 from agents.policy import LLMPolicy, PolicyConfig
+from agents.precompute import load_agent
 from agents.progress import progress_bar, track
 from agents.training import RunLog, has_checkpoint, load_checkpoint, register_trainer, save_checkpoint, start_policy
 from catalogs import Split
@@ -205,8 +206,6 @@ def teacher_examples(env: LeserEnv, teacher: str, query_ids: Sequence[str], prog
     """(observation, target) pairs whose target is ``teacher``'s action: a saved agent directory or a
     registered agent's name, built for ``env``'s catalog; a set it writes is taught in its order, an
     invalid action as the query itself."""
-    from agents.precompute import load_agent  # a saved run directory or an agent's name, as precompute takes
-
     teacher_agent = load_agent(teacher, env.catalog_spec, env.data_dir)
     examples = []
     for query_id in track(query_ids, f"warm-up targets from {teacher_agent.label}", enabled=progress):

@@ -154,6 +154,18 @@ def test_advantages_sum_to_zero_per_group(rewards: list[list[float]], scale: str
     np.testing.assert_allclose(advantages.sum(axis=1), 0.0, atol=1e-6)
 
 
+def test_the_invalid_advantage_share_is_the_format_part_of_a_steps_signal() -> None:
+    def infos(valid: list[bool]) -> list[dict]:
+        return [{"reward_breakdown": {"valid": flag}} for flag in valid]
+
+    rewards = np.array([[1.0, 1.2, 0.8, -2.0]])  # one invalid answer among three valid ones: half the mass
+    advantages = grpo.group_advantages(rewards)
+    share = grpo.invalid_advantage_share(advantages, infos([True, True, True, False]))
+    assert share == pytest.approx(2.25 / (0.75 + 0.95 + 0.55 + 2.25)) and share == pytest.approx(0.5)
+    assert grpo.invalid_advantage_share(advantages, infos([True] * 4)) == 0.0
+    assert grpo.invalid_advantage_share(np.zeros((1, 4)), infos([False] * 4)) == 0.0  # no signal at all
+
+
 def test_groups_are_scored_against_their_own_query() -> None:
     """Row i of the rewards is group i scored for query i, the same as scoring it alone."""
     env = LeserEnv(catalog="synthetic", split="train")
@@ -826,6 +838,8 @@ def test_an_off_policy_guide_joins_each_group_and_the_policy_moves_towards_it(ti
     record = result["log"][0]
     assert record["reward_mean"] == penalty and record["valid_rate"] == 0.0  # the policy's own samples only
     assert record["guide_reward"] > penalty and record["guide_advantage"] > 0 and record["zero_signal"] == 0.0
+    # every own sample invalid, the guide valid: the guide's advantage mirrors theirs, half the mass
+    assert record["invalid_advantage_share"] == pytest.approx(0.5)
     assert (tmp_path / "learning_curve.png").is_file()  # drawn with the guide's reward beside the policy's
     with pytest.raises(ValueError, match="off_policy_guide must be one of prf, reward-search"):
         grpo.GRPOConfig(off_policy_guide="sft")
@@ -854,6 +868,29 @@ def test_the_reward_search_guide_searches_with_the_training_environments_reward(
     custom = LeserEnv(catalog="synthetic", split="train", reward=RewardWithoutConfig(env.reward))
     with pytest.raises(ValueError, match="reward-search guide needs"):
         grpo.guide_agent("reward-search", custom)
+
+
+def test_a_trained_agents_run_directory_can_be_the_guide(tiny_policy, tmp_path: Path) -> None:
+    """``off_policy_guide=RUN``: the saved agent (here a learned-edit run) writes each group's extra
+    completion; a directory without an agent.json is refused when the config is made."""
+    from agents.learned_edit import LearnedEditConfig
+    from agents.learned_edit import run as train_learned_edit
+
+    env = LeserEnv(catalog="synthetic", split="train", engine_check=True)
+    run_dir = tmp_path / "learned"
+    train_learned_edit(LearnedEditConfig(train_queries=40), env, run_dir, progress=False)
+    config = grpo.GRPOConfig(queries_per_step=2, num_generations=2, off_policy_guide=str(run_dir))
+    guide = grpo.guide_agent(config.off_policy_guide, env)
+    assert guide.name == "learned-edit"
+    samples, rewards, infos = grpo.collect(tiny_policy(), env, config, guide=guide)
+    assert samples.n == 3 and rewards.shape == (2, 3)
+    for row, guide_text in enumerate(samples.texts[2::3]):
+        query, query_id = infos[row * 3 + 2]["query"], infos[row * 3 + 2]["query_id"]
+        action = agents.load(run_dir).act([env.observe(query_id)[0]])[0]
+        assert guide_text == sft.target_action([t for t in parse_action(action).expansions if t != query], query)
+        assert rewards[row, 2] > env.reward.config.format_penalty
+    with pytest.raises(ValueError, match="a trained agent's run directory"):
+        grpo.GRPOConfig(off_policy_guide=str(tmp_path))
 
 
 def test_a_departure_screen_keeps_the_queries_where_the_policy_is_not_prf(
