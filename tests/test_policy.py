@@ -158,10 +158,11 @@ def test_the_invalid_advantage_share_is_the_format_part_of_a_steps_signal() -> N
     def infos(valid: list[bool]) -> list[dict]:
         return [{"reward_breakdown": {"valid": flag}} for flag in valid]
 
-    rewards = np.array([[1.0, 1.2, 0.8, -2.0]])  # one invalid answer among three valid ones: half the mass
-    advantages = grpo.group_advantages(rewards)
-    share = grpo.invalid_advantage_share(advantages, infos([True, True, True, False]))
-    assert share == pytest.approx(2.25 / (0.75 + 0.95 + 0.55 + 2.25)) and share == pytest.approx(0.5)
+    one_invalid = infos([True, True, True, False])
+    advantages = grpo.group_advantages(np.array([[1.0, 1.2, 0.8, -2.0]]))  # advantages .75 .95 .55 -2.25
+    assert grpo.invalid_advantage_share(advantages, one_invalid) == pytest.approx(0.5)  # valid ones: its mirror
+    advantages = grpo.group_advantages(np.array([[1.0, 1.2, -0.5, -2.0]]))  # a valid answer below the mean
+    assert grpo.invalid_advantage_share(advantages, one_invalid) == pytest.approx(1.925 / 4.7)
     assert grpo.invalid_advantage_share(advantages, infos([True] * 4)) == 0.0
     assert grpo.invalid_advantage_share(np.zeros((1, 4)), infos([False] * 4)) == 0.0  # no signal at all
 
