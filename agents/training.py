@@ -442,7 +442,8 @@ def _remove(path: Path) -> None:
 
 def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
     """Reward, validity, KL and entropy against the step, smoothed by a short moving average (and the
-    off-policy guide's reward beside the policy's, when the run had one)."""
+    off-policy guide's reward beside the policy's, when the run had one; GRPO's share of the advantage
+    on invalid completions beside the valid rate, when the log has it)."""
     if not records:
         return None
     steps = [r["step"] for r in records]
@@ -463,6 +464,11 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: Path, title: st
         if any("guide_reward" in r for r in records):  # GRPO's off-policy guide, for comparison
             window, smooth = _moving_average([r.get("guide_reward", np.nan) for r in records])
             axes[0].plot(steps[window - 1 :], smooth, color="#c0392b", linewidth=1.5, label=f"guide, mean of {window}")
+        if any("invalid_advantage_share" in r for r in records):  # how much of GRPO's signal is the format
+            shares = [r.get("invalid_advantage_share", np.nan) for r in records]
+            axes[1].plot(steps, shares, color="#c0392b", linewidth=1, linestyle="--", label="on invalid")
+            axes[1].set_title("format-valid rate; share of the advantage on invalid completions", fontsize=9)
+            axes[1].legend(fontsize=8)
         axes[0].legend(fontsize=8)
         figure.suptitle(title)
     return path
