@@ -13,7 +13,9 @@ Per optimizer step:
    "none" by default, as Dr. GRPO recommends); a group whose rewards are all equal carries no
    learning signal (logged as ``zero_signal``); the share of the advantage mass on format-invalid
    completions is logged as ``invalid_advantage_share`` (at most about 0.5; near it, the step
-   teaches the format and little else);
+   teaches the format and little else); with ``valid_baseline``, a valid completion's baseline is
+   the mean of its group's valid rewards only, so the valid answers are compared with one another
+   and an invalid one's penalty does not lift them all alike;
 4. loss per token: the PPO-style clipped surrogate (epsilon 0.2) on the probability ratio to
    the sampling-time policy, minus ``beta`` times the k3 estimate of the KL to the reference
    policy (the base model: the same weights with the LoRA adapter disabled); ``loss_type``, as
@@ -117,6 +119,10 @@ class GRPOConfig:
     # as one more completion (see the module docstring); "" for none. Off by default: measured level
     # with v12's recipe without it (README, runs/v16).
     off_policy_guide: str = ""
+    # True: a valid completion's advantage is taken against its group's valid rewards only, so an
+    # invalid answer's penalty does not lift the valid ones (see invalid_advantage_share). Off by
+    # default: not yet measured against the default.
+    valid_baseline: bool = False
     # > 0: before the first step the starting policy answers this many of the train queries it may
     # draw, greedily, and GRPO draws only those where its served expansion set departs from prf's
     # (see the module docstring). 0: no screening.
@@ -158,11 +164,21 @@ class GRPOConfig:
             )
 
 
-def group_advantages(rewards: np.ndarray, scale_rewards: str = "none") -> np.ndarray:
+def group_advantages(rewards: np.ndarray, scale_rewards: str = "none", valid: np.ndarray | None = None) -> np.ndarray:
     """Reward minus the group mean, per row (one row per query); optionally over the group's or
-    the batch's standard deviation."""
+    the batch's standard deviation. With ``valid`` (a boolean array shaped like ``rewards``: which
+    completions are format-valid), a valid completion's baseline is the mean of its group's valid
+    rewards only (``GRPOConfig.valid_baseline``), so the valid answers of a group are compared with
+    one another and not lifted by an invalid answer's penalty; an invalid one keeps the whole
+    group's mean. A group's only valid answer then has advantage 0: the group teaches by pushing
+    its invalid answers down."""
     rewards = np.asarray(rewards, dtype=np.float64)
     advantages = rewards - rewards.mean(axis=1, keepdims=True)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        counts = valid.sum(axis=1, keepdims=True)
+        valid_means = np.where(valid, rewards, 0.0).sum(axis=1, keepdims=True) / np.maximum(counts, 1)
+        advantages = np.where(valid, rewards - valid_means, advantages)
     if scale_rewards == "group":
         advantages = advantages / (rewards.std(axis=1, keepdims=True) + 1e-4)
     elif scale_rewards == "batch":
@@ -452,7 +468,8 @@ def train(
         task = bar.add_task("GRPO", total=config.max_steps, completed=start)
         for step in range(start, config.max_steps):
             samples, rewards, infos = collect(policy, env, config, query_ids, guide)
-            advantages = group_advantages(rewards, config.scale_rewards)
+            valid = np.array([info["reward_breakdown"]["valid"] for info in infos]).reshape(rewards.shape)
+            advantages = group_advantages(rewards, config.scale_rewards, valid if config.valid_baseline else None)
             stats = update(policy, optimizer, samples, advantages, config)
             own = config.num_generations  # the policy's own samples: the first ``own`` of each group
             record = {

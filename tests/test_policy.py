@@ -167,6 +167,18 @@ def test_the_invalid_advantage_share_is_the_format_part_of_a_steps_signal() -> N
     assert grpo.invalid_advantage_share(np.zeros((1, 4)), infos([False] * 4)) == 0.0  # no signal at all
 
 
+def test_a_valid_baseline_compares_the_valid_answers_with_one_another() -> None:
+    rewards = np.array([[1.0, 1.2, 0.8, -2.0], [0.5, 0.7, 0.9, 1.1], [-2.0, -2.0, -2.0, -2.0]])
+    valid = np.array([[True, True, True, False], [True] * 4, [False] * 4])
+    advantages = grpo.group_advantages(rewards, valid=valid)
+    np.testing.assert_allclose(advantages[0], [0.0, 0.2, -0.2, -2.25])  # valid: against their own mean 1.0
+    np.testing.assert_allclose(advantages[1], grpo.group_advantages(rewards[1:2])[0])  # all valid: as before
+    np.testing.assert_allclose(advantages[2], 0.0)  # all invalid: no signal, as before
+    share = grpo.invalid_advantage_share(advantages[:1], [{"reward_breakdown": {"valid": v}} for v in valid[0]])
+    assert share == pytest.approx(2.25 / 2.65)  # no mirror: the valid answers' signal is their differences
+    assert grpo.GRPOConfig(valid_baseline=True).valid_baseline
+
+
 def test_groups_are_scored_against_their_own_query() -> None:
     """Row i of the rewards is group i scored for query i, the same as scoring it alone."""
     env = LeserEnv(catalog="synthetic", split="train")
@@ -841,6 +853,9 @@ def test_an_off_policy_guide_joins_each_group_and_the_policy_moves_towards_it(ti
     assert record["guide_reward"] > penalty and record["guide_advantage"] > 0 and record["zero_signal"] == 0.0
     # every own sample invalid, the guide valid: the guide's advantage mirrors theirs, half the mass
     assert record["invalid_advantage_share"] == pytest.approx(0.5)
+    valid_baseline = grpo.GRPOConfig(**{**config.__dict__, "max_steps": 1, "valid_baseline": True})
+    record = grpo.train(policy, env, valid_baseline, tmp_path / "valid_baseline", progress=False)["log"][0]
+    assert record["guide_advantage"] == 0.0 and record["invalid_advantage_share"] == pytest.approx(1.0)  # lone valid
     assert (tmp_path / "learning_curve.png").is_file()  # drawn with the guide's reward beside the policy's
     with pytest.raises(ValueError, match="off_policy_guide must be one of prf, reward-search"):
         grpo.GRPOConfig(off_policy_guide="sft")
