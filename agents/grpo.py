@@ -12,10 +12,10 @@ Per optimizer step:
    standard deviation of its group or of the whole batch (``scale_rewards="group" | "batch"``;
    "none" by default, as Dr. GRPO recommends); a group whose rewards are all equal carries no
    learning signal (logged as ``zero_signal``); the share of the advantage mass on format-invalid
-   completions is logged as ``invalid_advantage_share`` (at most about 0.5; near it, the step
-   teaches the format and little else); with ``valid_baseline``, a valid completion's baseline is
-   the mean of its group's valid rewards only, so the valid answers are compared with one another
-   and an invalid one's penalty does not lift them all alike;
+   completions is logged as ``invalid_advantage_share`` (under the default baseline at most
+   about 0.5; near it, the step teaches the format and little else); with ``valid_baseline``, a
+   valid completion's baseline is the mean of its group's valid rewards only, so the valid answers
+   are compared with one another and an invalid one's penalty does not lift them all alike;
 4. loss per token: the PPO-style clipped surrogate (epsilon 0.2) on the probability ratio to
    the sampling-time policy, minus ``beta`` times the k3 estimate of the KL to the reference
    policy (the base model: the same weights with the LoRA adapter disabled); ``loss_type``, as
@@ -480,7 +480,7 @@ def train(
                     [ids for index, ids in enumerate(samples.completion_ids) if index % samples.n < own],
                 ),
                 "zero_signal": float(np.mean(np.ptp(rewards, axis=1) == 0)),
-                "invalid_advantage_share": invalid_advantage_share(advantages, infos),
+                "invalid_advantage_share": invalid_advantage_share(advantages, valid),
                 **(
                     {
                         "guide_reward": float(rewards[:, own:].mean()),
@@ -504,16 +504,17 @@ def train(
     return {"steps": config.max_steps, "log": log.records, "drawn_from": len(query_ids)}
 
 
-def invalid_advantage_share(advantages: np.ndarray, infos: Sequence[dict[str, Any]]) -> float:
+def invalid_advantage_share(advantages: np.ndarray, valid: np.ndarray) -> float:
     """The share of the step's advantage mass (the sum of |advantage| over every completion) that
-    falls on format-invalid completions. Advantages sum to 0 in a group, so invalid answers scored
-    below their group's mean hold at most half the mass; exactly half when every valid answer is
-    above the mean, i.e. when the valid answers' advantages are only the mirror of the invalid
-    ones'. A step near 0.5 teaches the format and little about which valid set is better."""
-    magnitudes = np.abs(advantages).reshape(-1)
-    invalid = np.array([not info["reward_breakdown"]["valid"] for info in infos])
+    falls on format-invalid completions (``valid``: which are valid, shaped like ``advantages``).
+    Advantages sum to 0 in a group, so invalid answers scored below their group's mean hold at most
+    half the mass, exactly half when every valid answer is above the mean, i.e. when the valid
+    answers' advantages are only the mirror of the invalid ones'. A step near 0.5 teaches the format
+    and little about which valid set is better. With ``valid_baseline`` the valid answers do not
+    mirror them, and the share can be higher."""
+    magnitudes = np.abs(advantages)
     total = float(magnitudes.sum())
-    return float(magnitudes[invalid].sum() / total) if total else 0.0
+    return float(magnitudes[~np.asarray(valid, dtype=bool)].sum() / total) if total else 0.0
 
 
 @register_trainer("grpo", GRPOConfig)

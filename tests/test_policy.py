@@ -155,16 +155,13 @@ def test_advantages_sum_to_zero_per_group(rewards: list[list[float]], scale: str
 
 
 def test_the_invalid_advantage_share_is_the_format_part_of_a_steps_signal() -> None:
-    def infos(valid: list[bool]) -> list[dict]:
-        return [{"reward_breakdown": {"valid": flag}} for flag in valid]
-
-    one_invalid = infos([True, True, True, False])
+    one_invalid = np.array([[True, True, True, False]])
     advantages = grpo.group_advantages(np.array([[1.0, 1.2, 0.8, -2.0]]))  # advantages .75 .95 .55 -2.25
     assert grpo.invalid_advantage_share(advantages, one_invalid) == pytest.approx(0.5)  # valid ones: its mirror
     advantages = grpo.group_advantages(np.array([[1.0, 1.2, -0.5, -2.0]]))  # a valid answer below the mean
     assert grpo.invalid_advantage_share(advantages, one_invalid) == pytest.approx(1.925 / 4.7)
-    assert grpo.invalid_advantage_share(advantages, infos([True] * 4)) == 0.0
-    assert grpo.invalid_advantage_share(np.zeros((1, 4)), infos([False] * 4)) == 0.0  # no signal at all
+    assert grpo.invalid_advantage_share(advantages, np.ones((1, 4), dtype=bool)) == 0.0
+    assert grpo.invalid_advantage_share(np.zeros((1, 4)), np.zeros((1, 4), dtype=bool)) == 0.0  # no signal at all
 
 
 def test_a_valid_baseline_compares_the_valid_answers_with_one_another() -> None:
@@ -174,7 +171,7 @@ def test_a_valid_baseline_compares_the_valid_answers_with_one_another() -> None:
     np.testing.assert_allclose(advantages[0], [0.0, 0.2, -0.2, -2.25])  # valid: against their own mean 1.0
     np.testing.assert_allclose(advantages[1], grpo.group_advantages(rewards[1:2])[0])  # all valid: as before
     np.testing.assert_allclose(advantages[2], 0.0)  # all invalid: no signal, as before
-    share = grpo.invalid_advantage_share(advantages[:1], [{"reward_breakdown": {"valid": v}} for v in valid[0]])
+    share = grpo.invalid_advantage_share(advantages[:1], valid[:1])
     assert share == pytest.approx(2.25 / 2.65)  # no mirror: the valid answers' signal is their differences
     assert grpo.GRPOConfig(valid_baseline=True).valid_baseline
 
