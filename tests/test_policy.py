@@ -899,7 +899,7 @@ def test_a_trained_agents_run_directory_can_be_the_guide(tiny_policy, tmp_path: 
     assert samples.n == 3 and rewards.shape == (2, 3)
     for row, guide_text in enumerate(samples.texts[2::3]):
         query, query_id = infos[row * 3 + 2]["query"], infos[row * 3 + 2]["query_id"]
-        action = agents.load(run_dir).act([env.observe(query_id)[0]])[0]
+        action = guide.act([env.observe(query_id)[0]])[0]  # the run's agent, loaded once by guide_agent
         assert guide_text == sft.target_action([t for t in parse_action(action).expansions if t != query], query)
         assert rewards[row, 2] > env.reward.config.format_penalty
     with pytest.raises(ValueError, match="a trained agent's run directory"):
