@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 from catalogs import CatalogError, load_catalog, write_catalog_dir
 from catalogs.storage import write_json_atomically
 from leser_env.search import LONE_SURROGATES
+
+if TYPE_CHECKING:
+    from agents.evaluate import StoredAgents
 
 app = typer.Typer(
     help="LESER-Gym: search-engine-feedback RL for e-commerce query expansion.",
@@ -518,8 +521,8 @@ def compare_command(
         list[str] | None,
         typer.Option(
             "--with",
-            help="[PREFIX=]DIR: add the agents of a comparison written earlier (--out) from its stored episodes, "
-            "labelled 'PREFIX label' (repeatable).",
+            help="[PREFIX=]DIR[:LABEL,...]: add the agents of a comparison written earlier (--out), or only "
+            "those labelled LABEL, from its stored episodes, labelled 'PREFIX label' (repeatable).",
         ),
     ] = None,
     device: DeviceOption = None,
@@ -528,7 +531,8 @@ def compare_command(
     """Run several agents on the same queries: one table, one chart, paired differences with 95% intervals.
 
     --with adds agents from a comparison written earlier without running them again (the same catalog,
-    split, reward and queries), e.g. a warm-up compared once, beside the RL run that continues it."""
+    split, reward and queries), e.g. a warm-up compared once, beside the RL run that continues it:
+    --with v1=runs/v1/comparison:grpo+check takes only v1's agent labelled grpo+check."""
     import agents
     from agents.evaluate import compare
 
@@ -546,7 +550,7 @@ def compare_command(
         for path in checkpoints or []
         for decoding in chosen
     ]
-    earlier = [(text.partition("=")[0], text.partition("=")[2]) if "=" in text else ("", text) for text in stored or []]
+    earlier = [parse_stored(text) for text in stored or []]
     if not built and not earlier:
         raise ValueError("no agents to compare: pass --agents, --checkpoint and/or --with")
     data = str(data_dir) if data_dir else None
@@ -557,6 +561,21 @@ def compare_command(
         emit_json(summaries)
     else:
         print_summaries(summaries, out)
+
+
+def parse_stored(text: str) -> StoredAgents:
+    """``--with``'s [PREFIX=]DIR[:LABEL,...]: a label list follows the last colon when what follows
+    it holds no path separator (so a Windows drive's colon stays part of DIR)."""
+    from agents.evaluate import StoredAgents
+
+    prefix, _, where = text.partition("=") if "=" in text else ("", "", text)
+    directory, colon, labels = where.rpartition(":")
+    if not colon or not directory or "/" in labels or "\\" in labels:
+        return StoredAgents(prefix.strip(), where)
+    chosen = tuple(label.strip() for label in labels.split(",") if label.strip())
+    if not chosen:
+        raise ValueError(f"--with {text}: no agent label after the colon (DIR:LABEL[,LABEL...])")
+    return StoredAgents(prefix.strip(), directory, chosen)
 
 
 @app.command("train")

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -173,15 +173,16 @@ def compare(
     out: str | Path | None = None,
     progress: bool = True,
     reward: str | RewardConfig | None = None,
-    stored: Sequence[tuple[str, str | Path]] = (),
+    stored: Sequence[StoredAgents | tuple[str, str | Path]] = (),
 ) -> dict[str, dict[str, Any]]:
     """Run several agents on the same queries; with ``out``, one table, one chart and every episode.
 
-    ``stored``: (prefix, directory) pairs of comparisons written earlier (``out``); their agents join
-    this one from their stored episodes, not run again, labelled "prefix label" (the label alone
-    when the prefix is empty). They must have been scored on the same catalog, split and reward, over
-    the same queries in the same order. A stored agent that this comparison also runs (same label
-    and config) is taken from this run. Each summary records the code that scored it (``code_version``);
+    ``stored``: comparisons written earlier (``out``), as ``StoredAgents`` or (prefix, directory)
+    pairs; their agents (all, or the labels a ``StoredAgents`` names) join this one from their stored
+    episodes, not run again, labelled "prefix label" (the label alone when the prefix is empty). They
+    must have been scored on the same catalog, split and reward, over the same queries in the same
+    order. A stored agent that this comparison also runs (same label and config) is taken from this
+    run. Each summary records the code that scored it (``code_version``);
     stored episodes that record none, or another commit, are used with a warning (``stale_code``).
 
     With two or more agents, each summary gets ``paired``: for every other agent, the difference
@@ -205,8 +206,14 @@ def compare(
             "code": code_version(),
             **summarize(episodes[agent.label]),
         }
-    for prefix, directory in stored:
-        for label, (summary, records) in load_comparison(directory).items():
+    for entry in stored:
+        prefix, directory, wanted = StoredAgents(*entry)
+        comparison = load_comparison(directory)
+        if unknown := [label for label in wanted if label not in comparison]:
+            raise ValueError(f"{directory} holds no agent {unknown[0]!r}; it holds {', '.join(map(repr, comparison))}")
+        for label, (summary, records) in comparison.items():
+            if wanted and label not in wanted:
+                continue
             expected = {"catalog": catalog, "split": split, "reward": _reward_name(reward)}
             for key, value in expected.items():
                 if summary.get(key) != value:
@@ -247,6 +254,15 @@ def compare(
     if out is not None:
         write_report(Path(out), summaries, episodes)
     return summaries
+
+
+class StoredAgents(NamedTuple):
+    """Agents of a comparison written earlier (``compare``'s ``out``) to join a new comparison:
+    labelled "prefix label", all of the directory's agents or only ``labels``."""
+
+    prefix: str
+    directory: str | Path
+    labels: tuple[str, ...] = ()
 
 
 def code_version() -> dict[str, Any]:

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 import agents
-from agents.cli import app
-from agents.evaluate import compare, paired_differences, summarize
+from agents.cli import app, parse_stored
+from agents.evaluate import StoredAgents, compare, paired_differences, summarize
 from catalogs import synthetic_catalog, write_catalog_dir
 
 
@@ -119,6 +119,25 @@ def test_compare_adds_agents_from_a_stored_comparison_without_running_them_again
     result = CliRunner().invoke(app, ["compare", "--agents", "", "--with", f"v1={earlier}", "--limit", "12", "--json"])
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)) == {"v1 none", "v1 prf"}
+
+    chosen = compare([], "synthetic", limit=12, progress=False, stored=[StoredAgents("v1", earlier, ("none",))])
+    assert list(chosen) == ["v1 none"], "a label list takes only the agents it names"
+    with pytest.raises(ValueError, match="holds no agent 'grpo'; it holds 'none', 'prf'"):
+        compare([], "synthetic", limit=12, progress=False, stored=[StoredAgents("v1", earlier, ("grpo",))])
+    result = CliRunner().invoke(
+        app, ["compare", "--agents", "", "--with", f"v1={earlier}:prf", "--limit", "12", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)) == {"v1 prf"}
+
+
+def test_with_reads_prefix_directory_and_labels() -> None:
+    assert parse_stored("runs/a/comparison") == StoredAgents("", "runs/a/comparison")
+    assert parse_stored("v1=runs/a") == StoredAgents("v1", "runs/a")
+    assert parse_stored("v1=runs/a:grpo+check, v23 le") == StoredAgents("v1", "runs/a", ("grpo+check", "v23 le"))
+    assert parse_stored(r"C:\runs\a") == StoredAgents("", r"C:\runs\a"), "a drive's colon is part of the path"
+    with pytest.raises(ValueError, match="no agent label after the colon"):
+        parse_stored("v1=runs/a:")
 
 
 def test_stored_episodes_from_other_code_are_used_with_a_warning(tmp_path: Path) -> None:
