@@ -372,7 +372,11 @@ OutOption = Annotated[
 ]
 DecodingOption = Annotated[
     str | None,
-    typer.Option("--decoding", help="LLM agents: greedy (default) or vote (the expansions 8 samples agree on)."),
+    typer.Option(
+        "--decoding",
+        help="LLM agents: greedy, guided (greedy within the action format) or vote (the expansions 8 samples "
+        "agree on); default: the run's own (greedy unless trained guided).",
+    ),
 ]
 DeviceOption = Annotated[
     str | None, typer.Option("--device", help="LLM agents: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
@@ -508,8 +512,12 @@ def compare_command(
     ] = None,
     reward_preset: RewardOption = "default",
     decodings: Annotated[
-        str, typer.Option("--decoding", help="For each --checkpoint: greedy, vote, or both (greedy,vote).")
-    ] = "greedy",
+        str | None,
+        typer.Option(
+            "--decoding",
+            help="For each --checkpoint: greedy, guided, vote, or several (greedy,guided); default: the run's own.",
+        ),
+    ] = None,
     engine_check: Annotated[
         bool,
         typer.Option(
@@ -544,7 +552,8 @@ def compare_command(
         build_agent(name, None, catalog, data_dir, seed, engine_check and reads, reward=reward_preset)
         for name, reads in zip(names, reads_reward, strict=True)
     ]
-    chosen = [decoding.strip() for decoding in decodings.split(",") if decoding.strip()]
+    chosen: list[str | None] = [decoding.strip() for decoding in (decodings or "").split(",") if decoding.strip()]
+    chosen = chosen or [None]  # each run's own
     built += [
         build_agent("", path, catalog, data_dir, seed, engine_check, device, dtype, decoding=decoding)
         for path in checkpoints or []

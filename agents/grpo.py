@@ -127,6 +127,11 @@ class GRPOConfig:
     # draw, greedily, and GRPO draws only those where its served expansion set departs from prf's
     # (see the module docstring). 0: no screening.
     screen_departures: int = 0
+    # True: the policy's samples (and its answers when screening) are only completions in the action
+    # format (agents.guided_decoding; TRL's guided decoding through vLLM does the same), so every
+    # completion is a valid set and a group's advantages compare sets; the run is then evaluated
+    # and served guided (its agent.json records decoding "guided").
+    guided_decoding: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -247,6 +252,7 @@ def collect(
         n=config.num_generations,
         temperature=config.temperature,
         max_new_tokens=config.max_completion_length,
+        guided=config.guided_decoding,
     )
     if guide is not None:
         samples = with_guide_completions(policy, samples, guide_texts(guide, observations, policy), config)
@@ -392,13 +398,14 @@ def departure_query_ids(
     seed: int = 0,
     batch_size: int = 8,
     progress: bool = False,
+    guided: bool = False,
 ) -> list[str]:
     """Of ``count`` train queries drawn from ``query_ids`` (default: all of ``env``'s; a seeded
-    sample), those where the policy's greedy answer serves another expansion set than prf's (the
-    expansions ``env.score_group`` keeps, compared without case or order; an invalid answer
-    departs). Written to ``out/departure_queries.json`` with the screen's size and the departures'
-    mean reward minus prf's; a resumed run (``resume`` and a checkpoint in ``out``) reads the ids
-    back instead, and refuses to go on without the file."""
+    sample), those where the policy's greedy answer (``guided``: in the action format) serves another
+    expansion set than prf's (the expansions ``env.score_group`` keeps, compared without case or
+    order; an invalid answer departs). Written to ``out/departure_queries.json`` with the screen's
+    size and the departures' mean reward minus prf's; a resumed run (``resume`` and a checkpoint in
+    ``out``) reads the ids back instead, and refuses to go on without the file."""
     file = out / DEPARTURE_QUERIES_FILE
     # Required: screening again now would ask the trained policy, not the starting one.
     saved = saved_query_ids(file, resume, "the departure screen", "start the run again", required=True)
@@ -412,7 +419,7 @@ def departure_query_ids(
     for start in track(starts, "departure screen", enabled=progress):
         batch = screened[start : start + batch_size]
         observations = [env.observe(query_id)[0] for query_id in batch]
-        answers = zip(policy.act(observations), baseline.act(observations), strict=True)
+        answers = zip(policy.act(observations, guided=guided), baseline.act(observations), strict=True)
         for query_id, observation, (own, prf) in zip(batch, observations, answers, strict=True):
             rewards, infos = env.score_group(observation["query"], [own, prf])
             served = [
@@ -461,7 +468,15 @@ def train(
     log = RunLog(out, records)
     if config.screen_departures:
         query_ids = departure_query_ids(
-            policy, env, config.screen_departures, out, resume, query_ids, config.seed, progress=progress
+            policy,
+            env,
+            config.screen_departures,
+            out,
+            resume,
+            query_ids,
+            config.seed,
+            progress=progress,
+            guided=config.guided_decoding,
         )
     guide = guide_agent(config.off_policy_guide, env) if config.off_policy_guide else None
     with progress_bar(progress) as bar:

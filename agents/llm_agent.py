@@ -1,4 +1,5 @@
-"""The agent adapter: an LLM policy behind the ``Agent`` interface (sft, grpo and ppo agents), greedy or by vote."""
+"""The agent adapter: an LLM policy behind the ``Agent`` interface (sft, grpo and ppo agents): greedy,
+guided or by vote."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from agents.policy import LLMPolicy, PolicyConfig
 from catalogs.storage import write_json_atomically
 from leser_env.actions import ActionLimits, encode_action, parse_action
 
-DECODINGS = ("greedy", "vote")
+DECODINGS = ("greedy", "guided", "vote")
 
 
 class LLMAgent(Agent):
     """An agent acting with an LLM policy: a trained run's ``policy/`` or, if allowed, a fresh one.
 
-    ``decoding``: "greedy" (the default) writes the most likely completion; "vote" samples
+    ``decoding``: "greedy" (the default) writes the most likely completion; "guided" the most
+    likely completion in the action format (``agents.guided_decoding``: it cannot write an invalid
+    answer, though one cut by the token limit stays unfinished); "vote" samples
     ``vote_samples`` completions at ``vote_temperature`` and answers with the expansions they
     agree on most: each distinct expansion (case-folded) counts the valid samples that wrote it,
     and the most written go first, up to the format's limit (ties: first written first). It is
@@ -54,7 +57,9 @@ class LLMAgent(Agent):
         are not part of the agent's description, so a run trained on a GPU is evaluated anywhere."""
         if decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
-        voting = {"decoding": decoding, "vote_samples": vote_samples, "vote_temperature": vote_temperature}
+        described = {} if decoding == "greedy" else {"decoding": decoding}
+        if decoding == "vote":
+            described.update(vote_samples=vote_samples, vote_temperature=vote_temperature)
         super().__init__(
             catalog,
             data_dir,
@@ -63,7 +68,7 @@ class LLMAgent(Agent):
             model=model,
             engine_check=engine_check,
             **config,
-            **(voting if decoding != "greedy" else {}),
+            **described,
         )
         self.engine_check = bool(engine_check)
         self.decoding, self.vote_samples, self.vote_temperature = decoding, int(vote_samples), float(vote_temperature)
@@ -77,11 +82,11 @@ class LLMAgent(Agent):
 
     @property
     def label(self) -> str:
-        return super().label + ("+vote" if self.decoding == "vote" else "")
+        return super().label + ("" if self.decoding == "greedy" else f"+{self.decoding}")
 
     def act(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:
-        if self.decoding == "greedy":
-            return self.policy.act(observations)
+        if self.decoding != "vote":
+            return self.policy.act(observations, guided=self.decoding == "guided")
         generator_state = torch.get_rng_state()
         torch.manual_seed(self.seed)
         try:
@@ -101,8 +106,11 @@ class LLMAgent(Agent):
         return cls(**{**config, **overrides})
 
     @classmethod
-    def describe(cls, run_dir: Path, catalog: str, data_dir: str | None, engine_check: bool = False) -> None:
-        """Write a run's agent.json, so `leser evaluate --checkpoint RUN_DIR` finds its trained policy."""
+    def describe(
+        cls, run_dir: Path, catalog: str, data_dir: str | None, engine_check: bool = False, guided: bool = False
+    ) -> None:
+        """Write a run's agent.json, so `leser evaluate --checkpoint RUN_DIR` finds its trained policy;
+        a policy trained on guided samples is recorded to act guided."""
         config: dict[str, Any] = {
             "catalog": catalog,
             "data_dir": data_dir,
@@ -111,6 +119,8 @@ class LLMAgent(Agent):
         }
         if engine_check:
             config["engine_check"] = True
+        if guided:
+            config["decoding"] = "guided"
         write_json_atomically(run_dir / AGENT_FILE, {"name": cls.name, "config": config})
 
 

@@ -27,10 +27,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import StaticCache
+from transformers import LogitsProcessorList, StaticCache
 from transformers.cache_utils import DynamicCache, DynamicLayer, StaticLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from agents.guided_decoding import ActionFormat
 from agents.lora import ATTENTION_PROJECTIONS, lora_targets
 from agents.model_loading import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model
 from catalogs.storage import recover_directory, replace_directory, staging_directory, write_json_atomically
@@ -186,8 +187,11 @@ class LLMPolicy:
         top_p: float | None = None,
         max_new_tokens: int | None = None,
         greedy: bool = False,
+        guided: bool = False,
     ) -> Samples:
-        """``n`` completions per observation, with the log-probabilities of their tokens."""
+        """``n`` completions per observation, with the log-probabilities of their tokens; ``guided``:
+        only completions in the action format (``agents.guided_decoding``; the log-probabilities
+        stay the model's own, before the format's mask)."""
         prompts = [self.encode_prompt(observation) for observation in observations]
         temperature = self.config.temperature if temperature is None else temperature
         max_new_tokens = max_new_tokens or self.config.max_new_tokens
@@ -198,6 +202,7 @@ class LLMPolicy:
             cache = self._prefilled_cache(input_ids, attention, n, input_ids.shape[1] + max_new_tokens)
         if cache is not None:
             input_ids, attention = input_ids.repeat_interleave(n, dim=0), attention.repeat_interleave(n, dim=0)
+        action_format = [ActionFormat(self.tokenizer, self.stop_id, self.limits)] if guided else []
         generated = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
@@ -213,6 +218,7 @@ class LLMPolicy:
             output_logits=True,
             return_dict_in_generate=True,
             disable_compile=True,  # no torch.compile for the static cache: generation here is short and eager
+            logits_processor=LogitsProcessorList(action_format),
         )
         new_tokens = generated.sequences[:, input_ids.shape[1] :]
         completions = [self._trim(row.tolist()) for row in new_tokens]
@@ -250,9 +256,9 @@ class LLMPolicy:
             static_layer.update(layer.keys.repeat_interleave(n, dim=0), layer.values.repeat_interleave(n, dim=0))
         return cache
 
-    def act(self, observations: Sequence[Mapping[str, str]], greedy: bool = True) -> list[str]:
+    def act(self, observations: Sequence[Mapping[str, str]], greedy: bool = True, guided: bool = False) -> list[str]:
         """One action text per observation (greedy by default: evaluation)."""
-        return self.sample(observations, n=1, greedy=greedy).texts
+        return self.sample(observations, n=1, greedy=greedy, guided=guided).texts
 
     # -- log-probabilities --------------------------------------------------------------
 

@@ -163,7 +163,8 @@ def run_rl_stage(
     policy = policy or start_policy(out, resume, Path(init) if init else None, policy_config)
     query_ids = rl_query_ids(env, out, resume, init, config.skip_warm_up_queries)
     result = train(policy, env, config, out, resume=resume, progress=progress, query_ids=query_ids)
-    agent_class.describe(out, env.catalog_spec, env.data_dir, engine_check=env.engine_check)
+    guided = getattr(config, "guided_decoding", False)  # GRPO's option; PPO samples unguided
+    agent_class.describe(out, env.catalog_spec, env.data_dir, engine_check=env.engine_check, guided=guided)
     last = result["log"][-1] if result["log"] else {}
     result["summary"] = (
         f"{title} on {env.catalog.name}: {result['steps']} steps drawn from "

@@ -815,7 +815,7 @@ def test_a_voting_agent_is_reproducible_and_labelled(tiny_policy, tiny_model_dir
     agent = agents.load(tmp_path, decoding="vote", vote_samples=3)
     first, again = agent.act(OBSERVATIONS[:2]), agent.act(OBSERVATIONS[:2])
     assert first == again and agent.label == "grpo+vote" and agent.config["vote_samples"] == 3
-    with pytest.raises(ValueError, match="decoding must be one of greedy, vote"):
+    with pytest.raises(ValueError, match="decoding must be one of greedy, guided, vote"):
         agents.load(tmp_path, decoding="beam")
 
 

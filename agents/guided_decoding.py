@@ -1,0 +1,110 @@
+"""Guided decoding: the policy writes only completions in the action format.
+
+The action format (``leser_env.actions``) as a regular expression over the completion,
+``action_regex``: a think block, then an answer holding a JSON list of 1 to ``max_expansions``
+strings, each starting with a character that is not whitespace and holding no quote, backslash,
+control character or angle bracket, then the end of turn. ``ActionFormat`` is a transformers
+``LogitsProcessor``: at every generation step it sets the logit of each token that would leave
+the format to minus infinity, so sampling and greedy decoding choose among the tokens that keep
+the completion a prefix of a valid action; after ``</answer>`` only the end-of-turn token is
+allowed. The automaton over the tokenizer's vocabulary is built by outlines-core (about a second
+for a 49k vocabulary; the same index vLLM's guided decoding uses), once per tokenizer, format and
+end token in a process.
+
+What it cannot do: a completion cut by ``max_new_tokens`` before ``</answer>`` is still
+unfinished (invalid), and the string lengths (``max_chars``) are not in the expression (bounded
+repetition multiplies the automaton; a longer expansion is still refused by ``parse_action``).
+Expansions the parser would merge (the same words in another case) are counted as written, so at
+most ``max_expansions`` are written and none is lost.
+
+In training (GRPO's ``guided_decoding``) the log-probabilities are the model's own, before the
+mask, as for TRL's guided decoding through vLLM: the ratio and the KL term see the policy the
+loss trains, and the mask only decides which completions are drawn.
+
+Vocabularies: byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM) and SentencePiece with byte
+fallback (Llama 2, Mistral); special tokens other than the end token are never allowed.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import torch
+from outlines_core import Guide, Index, Vocabulary
+from transformers import LogitsProcessor
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from leser_env.actions import ActionLimits
+
+# A character of an expansion: no quote or backslash (no JSON escapes), no control character, no
+# angle bracket (no tag inside an answer). FIRST is the same without whitespace.
+EXPANSION_CHARACTER = r'[^"\\\x00-\x1f<>]'
+FIRST_CHARACTER = r'[^"\\\x00-\x1f<>\s]'
+
+
+def action_regex(limits: ActionLimits | None = None) -> str:
+    """The completions ``ActionFormat`` lets the policy write (a Python and Rust regular expression)."""
+    limits = limits or ActionLimits()
+    expansion = f'"{FIRST_CHARACTER}{EXPANSION_CHARACTER}*"'
+    more = f"(,[ ]?{expansion}){{0,{limits.max_expansions - 1}}}"
+    return rf"<think>[^<>]*</think>\n?<answer>\[{expansion}{more}\]</answer>"
+
+
+def token_bytes(tokenizer: Any) -> dict[bytes, list[int]]:
+    """Each ordinary token's bytes (the ids that spell them): what outlines-core's index reads."""
+    special = set(tokenizer.all_special_ids)
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    byte_level = "ByteLevel" in repr(decoder)
+    byte_of = {character: byte for byte, character in bytes_to_unicode().items()}
+    spelled: dict[bytes, list[int]] = {}
+    for token, token_id in tokenizer.get_vocab().items():
+        if token_id in special:
+            continue
+        if byte_level:
+            if any(character not in byte_of for character in token):
+                continue  # an added token outside the byte alphabet: never needed for the format
+            data = bytes(byte_of[character] for character in token)
+        elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", token):
+            data = bytes([int(token[3:5], 16)])
+        else:
+            data = token.replace("\u2581", " ").encode()
+        if data:
+            spelled.setdefault(data, []).append(token_id)
+    return spelled
+
+
+@functools.cache
+def _index(tokenizer: Any, end_id: int, regex: str) -> Index:
+    return Index(regex, Vocabulary(end_id, token_bytes(tokenizer)))
+
+
+class ActionFormat(LogitsProcessor):
+    """Masks, at each step of ``generate``, the tokens that would take a row out of the action
+    format (``action_regex``); one per ``generate`` call (it keeps each row's automaton state)."""
+
+    def __init__(self, tokenizer: Any, end_id: int, limits: ActionLimits | None = None) -> None:
+        self.index = _index(tokenizer, end_id, action_regex(limits))
+        self.end_id = end_id
+        self.guides: list[Guide] = []
+        self.finished: list[bool] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self.guides:  # the first step: the prompt only
+            self.guides = [Guide(self.index) for _ in range(input_ids.shape[0])]
+            self.finished = [False] * input_ids.shape[0]
+        else:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                if self.finished[row] or token == self.end_id:
+                    self.finished[row] = True
+                    continue
+                self.guides[row].advance(token)
+        words = torch.zeros((len(self.guides), (scores.shape[1] + 31) // 32), dtype=torch.int32)
+        for row, guide in enumerate(self.guides):
+            if not self.finished[row]:
+                guide.write_mask_into(words[row].data_ptr(), words.shape[1], 4)
+        bits = torch.arange(32, dtype=torch.int32)
+        allowed = ((words.unsqueeze(-1) >> bits) & 1).bool().view(len(self.guides), -1)[:, : scores.shape[1]]
+        allowed[torch.tensor(self.finished), self.end_id] = True  # padding after the end, which generate ignores
+        return scores.masked_fill(~allowed.to(scores.device), -torch.inf)
