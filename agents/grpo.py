@@ -27,7 +27,11 @@ Per optimizer step:
    gradients accumulated over micro-batches; ``num_iterations`` > 1 reuses the sampled
    log-probabilities for several updates.
 An invalid completion simply gets the format penalty as its reward: it flows through training
-like any other sample.
+like any other sample. With ``guided_decoding`` (off by default) the policy samples only
+completions in the action format (``agents.guided_decoding``; TRL does the same through vLLM's
+guided decoding): no group then spends its advantage on the format, every group compares valid
+sets, and the log-probabilities stay the model's own, before the format's mask; the run's
+agent.json records decoding "guided", so it is evaluated and served as it was trained.
 
 With ``off_policy_guide="prf"`` (off by default), each group gets one more completion: the prf
 baseline's expansion set for the query, written as the warm-up writes its targets

@@ -230,19 +230,19 @@ def test_train_refuses_a_bad_setting_by_name(tmp_path: Path, setting: str, messa
     assert not (tmp_path / "run").exists()
 
 
-def test_compare_runs_a_trained_checkpoint_with_the_engine_check_and_both_decodings(
+def test_compare_runs_a_trained_checkpoint_with_the_engine_check_and_each_decoding(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "sft"
     trained = invoke("train", "--agent", "sft", "--model", str(tiny_model_dir), "--out", str(run), "--steps", "1")
     assert trained.exit_code == 0, trained.output
-    args = ["compare", "--agents", "prf", "--checkpoint", str(run), "--engine-check", "--decoding", "greedy,vote"]
+    args = ["compare", "--agents", "prf", "--checkpoint", str(run), "--engine-check", "--decoding", "greedy,guided,vote"]
     result = invoke(*args, "--limit", "2", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     summaries = json.loads(result.stdout)
-    assert list(summaries) == ["prf", "sft+check", "sft+check+vote"]
+    assert list(summaries) == ["prf", "sft+check", "sft+check+guided", "sft+check+vote"]
     assert all(summary["queries"] == 2 for summary in summaries.values())
-    assert set(summaries["sft+check+vote"]["paired"]) == {"prf", "sft+check"}
+    assert set(summaries["sft+check+vote"]["paired"]) == {"prf", "sft+check", "sft+check+guided"}
 
 
 def test_reward_search_is_built_with_the_reward_and_engine_check_it_is_scored_under() -> None:
