@@ -236,7 +236,16 @@ def test_compare_runs_a_trained_checkpoint_with_the_engine_check_and_each_decodi
     run = tmp_path / "sft"
     trained = invoke("train", "--agent", "sft", "--model", str(tiny_model_dir), "--out", str(run), "--steps", "1")
     assert trained.exit_code == 0, trained.output
-    args = ["compare", "--agents", "prf", "--checkpoint", str(run), "--engine-check", "--decoding", "greedy,guided,vote"]
+    args = [
+        "compare",
+        "--agents",
+        "prf",
+        "--checkpoint",
+        str(run),
+        "--engine-check",
+        "--decoding",
+        "greedy,guided,vote",
+    ]
     result = invoke(*args, "--limit", "2", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     summaries = json.loads(result.stdout)
