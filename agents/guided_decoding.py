@@ -8,7 +8,7 @@ control character or angle bracket, then the end of turn. ``ActionFormat`` is a 
 the format to minus infinity, so sampling and greedy decoding choose among the tokens that keep
 the completion a prefix of a valid action; after ``</answer>`` only the end-of-turn token is
 allowed. The automaton over the tokenizer's vocabulary is built by outlines-core (about a second
-for a 49k vocabulary; the same index vLLM's guided decoding uses), once per tokenizer, format and
+for a 49k vocabulary; one of the backends of vLLM's guided decoding), once per tokenizer, format and
 end token in a process.
 
 What it cannot do: a completion cut by ``max_new_tokens`` before ``</answer>`` is still
