@@ -125,7 +125,7 @@ class GRPOConfig:
     off_policy_guide: str = ""
     # True: a valid completion's advantage is taken against its group's valid rewards only, so an
     # invalid answer's penalty does not lift the valid ones (see invalid_advantage_share). Off by
-    # default: not yet measured against the default.
+    # default: measured no better than it (README, runs/v25: -0.006 against v24, one query most of it).
     valid_baseline: bool = False
     # > 0: before the first step the starting policy answers this many of the train queries it may
     # draw, greedily, and GRPO draws only those where its served expansion set departs from prf's
