@@ -137,12 +137,12 @@ def test_grpo_samples_guided_and_its_run_acts_guided(tiny_policy, tiny_model_dir
 
 
 @pytest.mark.slow
-def test_the_untouched_model_answers_validly_when_guided() -> None:
+def test_the_untouched_model_answers_validly_when_guided(smollm_tokenizer) -> None:
     """The default model before any warm-up writes no valid answer (the warm-up's report: 0%); held
     to the format, greedy, it answers the first test queries validly (one may be cut by the token limit)."""
     from agents.policy import LLMPolicy, PolicyConfig
 
     env = LeserEnv(catalog="synthetic", split="test")
     observations = [env.observe(query_id)[0] for query_id in env.query_ids[:4]]
-    texts = LLMPolicy(PolicyConfig(device="cpu")).act(observations, guided=True)
+    texts = LLMPolicy(PolicyConfig(device="cpu")).act(observations, guided=True)  # the default model
     assert sum(parse_action(text).valid for text in texts) >= 3, texts

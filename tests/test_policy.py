@@ -682,7 +682,7 @@ def test_an_engine_checked_run_is_evaluated_with_the_check(tiny_model_dir: Path,
     agent = agents.load(tmp_path)
     assert agent.engine_check and json.loads((tmp_path / "agent.json").read_text())["config"]["engine_check"]
     assert agent.label == "grpo+check"  # tables tell it from the unchecked policy
-    agent.policy.act = lambda observations: [encode_action(["chair", "zzqx qqzz"])] * len(observations)
+    agent.policy.act = lambda observations, guided=False: [encode_action(["chair", "zzqx qqzz"])] * len(observations)
     records = run_agent(agent, "synthetic", "test", limit=2, progress=False)
     assert [record["expansions"] for record in records] == [["chair"], ["chair"]]  # scored behind the check
     assert agents.load(tmp_path, engine_check=False).label == "grpo"
@@ -917,7 +917,7 @@ def test_a_departure_screen_keeps_the_queries_where_the_policy_is_not_prf(
     class CopiesPrfOnHalf:
         """A policy whose greedy answer is prf's on half the queries and garbage on the rest."""
 
-        def act(self, observations):
+        def act(self, observations, guided=False):
             return ["garbage" if o["query"] in departing else prf.act([o])[0] for o in observations]
 
     kept = grpo.departure_query_ids(CopiesPrfOnHalf(), env, 6, tmp_path, query_ids=screened, batch_size=4)
