@@ -68,9 +68,9 @@ def test_token_bytes_spell_the_byte_level_vocabulary(smollm_tokenizer) -> None:
     spelled = token_bytes(smollm_tokenizer)
     ids = {token_id for token_ids in spelled.values() for token_id in token_ids}
     assert not ids & set(smollm_tokenizer.all_special_ids)
+    by_id = {token_id: data for data, token_ids in spelled.items() for token_id in token_ids}
     for text in ["lumbar support", ' ["a", "b"]', "café 30x56 in"]:
         token_ids = smollm_tokenizer(text, add_special_tokens=False)["input_ids"]
-        by_id = {token_id: data for data, token_ids in spelled.items() for token_id in token_ids}
         assert b"".join(by_id[token_id] for token_id in token_ids) == text.encode()
 
 
