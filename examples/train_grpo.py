@@ -1,8 +1,9 @@
 """Warm up the default model on the action format, then train it with GRPO, then compare it.
 
-    python examples/train_grpo.py [--catalog synthetic] [--sft-steps 100] [--sft-epochs 1] [--grpo-steps 40]
+    python examples/train_grpo.py [--catalog synthetic] [--model NAME|PATH] [--sft-steps 100] [--sft-epochs 1]
+                                  [--sft-examples 400] [--grpo-steps 40]
                                   [--max-edits 2] [--start-with-core] [--num-generations 4]
-                                  [--loss-type dr_grpo] [--limit 100] [--engine-check]
+                                  [--loss-type dr_grpo] [--limit 100] [--engine-check] [--guided-decoding]
 
 On a 2-core CPU a warm-up step takes about 11 s and a GRPO step about 32 s (16 completions); the
 defaults take about an hour, `make run`'s settings about 22 minutes. Every stage shows progress,
@@ -18,6 +19,7 @@ from pathlib import Path
 import agents
 from agents import grpo, sft
 from agents.evaluate import compare, markdown_table, paired_table
+from agents.policy import PolicyConfig
 from leser_env.env import LeserEnv
 
 
@@ -25,8 +27,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", default="synthetic")
     parser.add_argument("--out", type=Path, default=Path("runs/example"))
+    parser.add_argument(
+        "--model", default=PolicyConfig.model, help="a Hugging Face causal LM, by name or path (default: SmolLM2-135M)"
+    )
     parser.add_argument("--sft-steps", type=int, default=100)
     parser.add_argument("--sft-epochs", type=int, default=1, help="warm-up passes over its targets")
+    parser.add_argument(
+        "--sft-examples", type=int, default=sft.SFTConfig.examples, help="train queries the warm-up makes targets for"
+    )
     parser.add_argument(
         "--min-edit-gain",
         type=float,
@@ -67,6 +75,11 @@ def main() -> None:
         action="store_true",
         help="GRPO scores, and both LLM agents send, actions without the expansions that match nothing",
     )
+    parser.add_argument(
+        "--guided-decoding",
+        action="store_true",
+        help="GRPO samples, and both LLM agents answer, within the action format (agents.guided_decoding)",
+    )
     args = parser.parse_args()
 
     sft_dir, grpo_dir = args.out / "sft", args.out / "grpo"
@@ -76,6 +89,7 @@ def main() -> None:
         warm_up_env = LeserEnv(catalog=args.catalog, split="train")  # the warm-up imitates fixed targets
         report = sft.run(
             sft.SFTConfig(
+                examples=args.sft_examples,
                 max_steps=args.sft_steps,
                 num_train_epochs=args.sft_epochs,
                 min_edit_gain=args.min_edit_gain,
@@ -86,6 +100,7 @@ def main() -> None:
             sft_dir,
             resume=True,
             validation_queries=args.validation,
+            policy_config=PolicyConfig(model=args.model),
         )
         print(report["summary"])
 
@@ -96,6 +111,7 @@ def main() -> None:
             num_generations=args.num_generations,
             loss_type=args.loss_type,
             skip_warm_up_queries=args.skip_warm_up_queries,
+            guided_decoding=args.guided_decoding,
         ),
         train_env,
         grpo_dir,
@@ -103,12 +119,14 @@ def main() -> None:
         init=sft_dir,
     )
 
-    print(f"3/3 comparison on {args.limit} held-out test queries")
+    decoding = "guided" if args.guided_decoding else "greedy"
+    print(f"3/3 comparison on {args.limit} held-out test queries ({decoding} decoding)")
+    llm = {"catalog": args.catalog, "engine_check": args.engine_check, "decoding": decoding}
     contenders = [
         agents.make("none", catalog=args.catalog),
         agents.make("prf", catalog=args.catalog),
-        agents.load(sft_dir, catalog=args.catalog, engine_check=args.engine_check),
-        agents.load(grpo_dir, catalog=args.catalog, engine_check=args.engine_check),
+        agents.load(sft_dir, **llm),
+        agents.load(grpo_dir, **llm),
     ]
     summaries = compare(contenders, args.catalog, "test", limit=args.limit, out=args.out / "comparison")
     print(markdown_table(summaries))

@@ -93,3 +93,22 @@ def test_observation_headroom_measures_the_three_edits(synthetic, tmp_path: Path
     assert "| oracle edits (up to 2) (reads the reward) |" in output
     two = json.loads((further / "headroom.json").read_text())["gain_over_prf"]
     assert two["oracle"]["mean"] >= max(two["fixed"]["mean"], 0), "the oracle's first edit is the best one"
+
+
+def test_train_grpo_runs_the_main_job_guided_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`make run`'s script, end to end on the tiny model: warm-up, GRPO, comparison, all decoded
+    within the action format; run again, it finds every stage done and only compares."""
+    import agents
+
+    args = ["--model", str(tiny_model_dir), "--out", str(tmp_path), "--engine-check", "--guided-decoding"]
+    args += ["--sft-steps", "1", "--sft-examples", "4", "--max-edits", "0", "--start-with-core", "--validation", "1"]
+    args += ["--grpo-steps", "1", "--limit", "3"]
+    output = run("train_grpo.py", *args)
+    assert "3/3 comparison on 3 held-out test queries (guided decoding)" in output
+    assert "| sft+check+guided |" in output and "| grpo+check+guided |" in output
+    assert "grpo+check+guided - prf, mean reward on 3 test queries:" in output
+    assert agents.load(tmp_path / "grpo").decoding == "guided", "a guided GRPO run is served guided"
+    episodes = (tmp_path / "comparison" / "episodes.jsonl").read_text().splitlines()
+    assert len(episodes) == 4 * 3
+    again = run("train_grpo.py", *args)
+    assert "1/3 warm-up" not in again and "3/3 comparison" in again
