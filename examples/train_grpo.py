@@ -1,4 +1,4 @@
-"""Warm up the default model on the action format, then train it with GRPO, then compare it.
+"""Warm up a language model (by default SmolLM2-135M) on the action format, then train it with GRPO, then compare it.
 
     python examples/train_grpo.py [--catalog synthetic] [--model NAME|PATH] [--sft-steps 100] [--sft-epochs 1]
                                   [--sft-examples 400] [--grpo-steps 40]
