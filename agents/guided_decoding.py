@@ -1,15 +1,24 @@
 """Guided decoding: the policy writes only completions in the action format.
 
 The action format (``leser_env.actions``) as a regular expression over the completion,
-``action_regex``: an optional think block, then an answer holding a JSON list of 1 to
-``max_expansions`` strings, each holding a character that is not whitespace and no quote,
-backslash, control character or "<", then the end of turn. It accepts the answers the
-parser accepts as they are written (spaces around the list's items, inside an expansion's ends,
-between the tags), so greedy decoding guided writes exactly what it writes unguided wherever that
-is valid, and differs only where the answer would have been refused (or held a JSON escape, a
-"<", or text other than whitespace after the answer, which the format leaves out). Of the 1,656
-greedy answers of eight trained runs' comparisons (runs/v19 to v25), every valid one is in it
-and every invalid one outside it.
+``action_regex``: an optional think block of at most ``MAX_THINK_CHARS`` (200) characters, then an
+answer holding a JSON list of 1 to ``max_expansions`` strings of at most ``max_chars`` characters,
+each holding a character that is not whitespace and no quote, backslash, control character or
+"<", then the end of turn. It accepts the answers the parser accepts as they are written (spaces
+around the list's items, inside an expansion's ends, between the tags), so greedy decoding guided
+writes exactly what it writes unguided wherever that is valid, and differs only where the answer
+would have been refused (or held a JSON escape, a "<", text other than whitespace after the
+answer, or a think block over 200 characters, which the format leaves out). Of the 1,656 greedy
+answers of eight trained runs' comparisons (runs/v19 to v25), every valid one is in it and every
+invalid one outside it.
+
+Why the lengths are bounded: a completion cut by the token limit (``max_new_tokens``, GRPO's
+``max_completion_length``) before ``</answer>`` is invalid however it began. Unbounded, a sampled
+think block or expansion could run on until the cut: in runs/v28's GRPO, 1-3 invalid samples of 32 on
+6 of 20 steps carried 22-49% of the step's advantage mass, the update spent on "stop rambling"
+rather than on which expansions to write. Bounded, the format closes the think block after 200
+characters (the warm-up's targets write one sentence, at most 122) and an expansion after
+``max_chars``, so a completion runs out of tokens only when its whole answer is that long.
 
 ``ActionFormat`` is a transformers ``LogitsProcessor``: at every generation step it sets the
 logit of each token that would leave the format to minus infinity, so sampling and greedy
@@ -18,11 +27,12 @@ decoding choose among the tokens that keep the completion a prefix of a valid ac
 tokenizer's vocabulary is built by outlines-core (about a second for a 49k vocabulary; one of
 the backends of vLLM's guided decoding), once per tokenizer, format and end token in a process.
 
-What it cannot do: a completion cut by ``max_new_tokens`` before ``</answer>`` is still
-unfinished (invalid), and the string lengths (``max_chars``) are not in the expression (bounded
-repetition multiplies the automaton; a longer expansion is still refused by ``parse_action``).
+What it cannot do: count tokens (a completion cut by ``max_new_tokens`` before ``</answer>`` is
+still unfinished, invalid) or normalise (an expansion's length is counted as written, spaces
+included, so the format may close one the parser, collapsing its spaces, would have taken).
 Expansions the parser would merge (the same words in another case) are counted as written, so at
-most ``max_expansions`` are written and none is lost.
+most ``max_expansions`` are written and none is lost. The bounds multiply the automaton (about
+1,900 states for the defaults, against 280 unbounded): building it takes a few seconds, once.
 
 In training (GRPO's ``guided_decoding``) the log-probabilities are the model's own, before the
 mask, as for TRL's guided decoding through vLLM: the ratio and the KL term see the policy the
@@ -51,16 +61,21 @@ from leser_env.actions import ActionLimits
 EXPANSION_CHARACTER = r'[^"\\\x00-\x1f<]'
 SPACE_CHARACTER = r"[^\S\x00-\x1f]"
 FIRST_CHARACTER = r'[^"\\\x00-\x1f<\s]'
+MAX_THINK_CHARS = 200  # the think block the format allows (the warm-up's targets write at most 122)
 
 
-def action_regex(limits: ActionLimits | None = None) -> str:
+def action_regex(limits: ActionLimits | None = None, max_think_chars: int = MAX_THINK_CHARS) -> str:
     """The completions ``ActionFormat`` lets the policy write (a Python and Rust regular expression):
     what ``parse_action`` accepts, less what a regular expression cannot count (distinct
-    expansions, characters) or should not allow (escapes, text after the answer)."""
+    expansions) or should not allow (escapes, text after the answer, a think block over
+    ``max_think_chars`` characters)."""
     limits = limits or ActionLimits()
-    expansion = f'"{SPACE_CHARACTER}*{FIRST_CHARACTER}{EXPANSION_CHARACTER}*"'
+    # Leading spaces, one character that is not, then up to max_chars - 1 more: at most max_chars
+    # counting from the first that is not a space (the parser trims the ends).
+    expansion = f'"{SPACE_CHARACTER}*{FIRST_CHARACTER}{EXPANSION_CHARACTER}{{0,{limits.max_chars - 1}}}"'
     more = rf"(\s*,\s*{expansion}){{0,{limits.max_expansions - 1}}}"
-    return rf"\s*(<think>[^<]*</think>\s*)?<answer>\s*\[\s*{expansion}{more}\s*\]\s*</answer>\s*"
+    think = rf"<think>[^<]{{0,{max_think_chars}}}</think>"
+    return rf"\s*({think}\s*)?<answer>\s*\[\s*{expansion}{more}\s*\]\s*</answer>\s*"
 
 
 def token_bytes(tokenizer: Any) -> dict[bytes, list[int]]:

@@ -15,7 +15,7 @@ from outlines_core import Guide
 
 import agents
 from agents import grpo
-from agents.guided_decoding import ActionFormat, action_regex, token_bytes
+from agents.guided_decoding import MAX_THINK_CHARS, ActionFormat, action_regex, token_bytes
 from leser_env.actions import ActionLimits, encode_action, parse_action
 from leser_env.env import LeserEnv
 
@@ -62,6 +62,32 @@ def test_the_format_takes_answers_as_written_and_refuses_what_made_real_ones_inv
     ]
     for text in refused:
         assert not re.fullmatch(regex, text), text
+
+
+def test_the_format_bounds_the_think_block_and_each_expansion() -> None:
+    """A think block of at most MAX_THINK_CHARS characters and expansions of at most max_chars
+    (counted from the first character that is not a space): what a sample may write before the
+    token limit cuts it."""
+    limits = ActionLimits(max_expansions=3, max_chars=10)
+    regex = action_regex(limits)
+    think = "x" * MAX_THINK_CHARS
+    assert re.fullmatch(regex, f'<think>{think}</think><answer>["{"a" * 10}", "  {"b" * 10}"]</answer>')
+    assert not re.fullmatch(regex, f'<think>{think}y</think><answer>["a"]</answer>')
+    assert not re.fullmatch(regex, f'<think>x</think><answer>["a", "{"b" * 11}"]</answer>')
+    assert not parse_action(f'<answer>["{"b" * 11}"]</answer>', limits).valid  # the parser refuses it too
+    assert re.fullmatch(action_regex(limits, max_think_chars=3), '<think>abc</think><answer>["a"]</answer>')
+
+
+def test_a_guided_think_block_is_closed_at_its_bound(tiny_policy) -> None:
+    """After MAX_THINK_CHARS characters of thinking the only way on is to close the block."""
+    policy = tiny_policy()
+    processor = ActionFormat(policy.tokenizer, policy.stop_id, policy.limits)
+    prefix = policy.tokenizer("<think>" + "a" * MAX_THINK_CHARS, add_special_tokens=False)["input_ids"]
+    vocabulary = len(policy.tokenizer)
+    for position in range(len(prefix) + 1):
+        scores = processor(torch.tensor([[policy.pad_id, *prefix[:position]]]), torch.zeros(1, vocabulary))
+    allowed = {policy.tokenizer.decode([token]) for token in torch.isfinite(scores[0]).nonzero().flatten().tolist()}
+    assert allowed and all(text.startswith("<") for text in allowed), sorted(allowed)[:10]
 
 
 def test_token_bytes_spell_the_byte_level_vocabulary(smollm_tokenizer) -> None:
