@@ -193,6 +193,10 @@ def compare(
         raise ValueError(f"agents to compare must have distinct names, got {names}")
     if not agents and not stored:
         raise ValueError("no agents to compare")
+    expected = {"catalog": catalog, "split": split, "reward": _reward_name(reward)}
+    # Every stored agent is checked before any agent runs, so a clash is reported in seconds, not
+    # after the run it would have thrown away.
+    joining = _stored_agents(stored, expected, {agent.label: agent.config for agent in agents})
     summaries: dict[str, dict[str, Any]] = {}
     episodes: dict[str, list[dict[str, Any]]] = {}
     for agent in agents:
@@ -200,49 +204,32 @@ def compare(
         summaries[agent.label] = {
             "agent": agent.label,
             "agent_config": agent.config,
-            "catalog": catalog,
-            "split": split,
-            "reward": _reward_name(reward),
+            **expected,
             "code": code_version(),
             **summarize(episodes[agent.label]),
         }
-    for entry in stored:
-        prefix, directory, wanted = StoredAgents(*entry)
-        comparison = load_comparison(directory)
-        if unknown := [label for label in wanted if label not in comparison]:
-            raise ValueError(f"{directory} holds no agent {unknown[0]!r}; it holds {', '.join(map(repr, comparison))}")
-        for label, (summary, records) in comparison.items():
-            if wanted and label not in wanted:
-                continue
-            expected = {"catalog": catalog, "split": split, "reward": _reward_name(reward)}
-            for key, value in expected.items():
-                if summary.get(key) != value:
-                    raise ValueError(f"{directory}: {label} was scored with {key} {summary.get(key)!r}, not {value!r}")
-            if label in summaries and summaries[label].get("agent_config") == summary.get("agent_config"):
-                continue  # the same agent, run again here
-            if stale := stale_code(summary.get("code")):
-                warnings.warn(
-                    f"{directory}: {label} {stale}; run it again if its agent or the reward changed since", stacklevel=2
-                )
-            name = f"{prefix} {label}" if prefix else label
-            if name in summaries:
-                raise ValueError(f"{directory}: an agent labelled {name!r} is already compared; give it a prefix")
-            reference = next(iter(episodes.values()), records)
-            if [r["query_id"] for r in records] != [r["query_id"] for r in reference]:
-                raise ValueError(
-                    f"{directory}: {label} was run on other queries ({len(records)}, not these {len(reference)}): "
-                    "compare over the same --split and --limit"
-                )
-            episodes[name] = records
-            summaries[name] = {
-                "agent": name,
-                "agent_config": summary.get("agent_config"),
-                **expected,
-                "code": summary.get("code"),
-                "stored": str(directory),
-                **summarize(records),
-            }
-            names.append(name)
+    for name, directory, summary, records in joining:
+        if stale := stale_code(summary.get("code")):
+            warnings.warn(
+                f"{directory}: {summary['agent']} {stale}; run it again if its agent or the reward changed since",
+                stacklevel=2,
+            )
+        reference = next(iter(episodes.values()), records)
+        if [r["query_id"] for r in records] != [r["query_id"] for r in reference]:
+            raise ValueError(
+                f"{directory}: {summary['agent']} was run on other queries ({len(records)}, not these "
+                f"{len(reference)}): compare over the same --split and --limit"
+            )
+        episodes[name] = records
+        summaries[name] = {
+            "agent": name,
+            "agent_config": summary.get("agent_config"),
+            **expected,
+            "code": summary.get("code"),
+            "stored": str(directory),
+            **summarize(records),
+        }
+        names.append(name)
     for index, name in enumerate(names):  # each pair once; the reverse direction is its negation
         for other in names[index + 1 :]:
             forward = paired_differences(episodes[name], episodes[other])
@@ -254,6 +241,39 @@ def compare(
     if out is not None:
         write_report(Path(out), summaries, episodes)
     return summaries
+
+
+def _stored_agents(
+    stored: Sequence[StoredAgents | tuple[str, str | Path]], expected: dict[str, Any], running: dict[str, Any]
+) -> list[tuple[str, Path, dict[str, Any], list[dict[str, Any]]]]:
+    """The stored agents joining a comparison, as (name, directory, summary, episodes), checked
+    against it: scored on ``expected``'s catalog, split and reward, and no name taken twice. One
+    this comparison also runs (``running``: label -> config; the same label and config) is left
+    out: it is taken from this run."""
+    joining: list[tuple[str, Path, dict[str, Any], list[dict[str, Any]]]] = []
+    taken = set(running)
+    for entry in stored:
+        prefix, directory, wanted = StoredAgents(*entry)
+        comparison = load_comparison(directory)
+        if unknown := [label for label in wanted if label not in comparison]:
+            raise ValueError(f"{directory} holds no agent {unknown[0]!r}; it holds {', '.join(map(repr, comparison))}")
+        for label, (summary, records) in comparison.items():
+            if wanted and label not in wanted:
+                continue
+            for key, value in expected.items():
+                if summary.get(key) != value:
+                    raise ValueError(f"{directory}: {label} was scored with {key} {summary.get(key)!r}, not {value!r}")
+            if label in running and running[label] == summary.get("agent_config"):
+                continue  # the same agent, run again here
+            name = f"{prefix} {label}" if prefix else label
+            if name in taken:
+                raise ValueError(
+                    f"{directory}: an agent labelled {name!r} is already compared; give it a prefix "
+                    f"(--with PREFIX={directory})"
+                )
+            taken.add(name)
+            joining.append((name, Path(directory), {**summary, "agent": label}, records))
+    return joining
 
 
 class StoredAgents(NamedTuple):

@@ -112,8 +112,10 @@ def test_compare_adds_agents_from_a_stored_comparison_without_running_them_again
         compare([prf], "synthetic", limit=10, progress=False, stored=[("", earlier)])
     with pytest.raises(ValueError, match="with reward 'default', not 'paper'"):
         compare([prf], "synthetic", limit=12, progress=False, stored=[("", earlier)], reward="paper")
+    clashing = agents.make("prf", catalog="synthetic", seed=3)  # another config under a stored label
+    clashing.act = lambda observations: pytest.fail("the agent ran before the stored ones were checked")
     with pytest.raises(ValueError, match="give it a prefix"):
-        compare([agents.make("prf", catalog="synthetic", seed=3)], "synthetic", limit=12, stored=[("", earlier)])
+        compare([clashing], "synthetic", limit=12, stored=[("", earlier)])
     with pytest.raises(ValueError, match="not a readable comparison"):
         compare([prf], "synthetic", limit=12, progress=False, stored=[("", tmp_path / "missing")])
     result = CliRunner().invoke(app, ["compare", "--agents", "", "--with", f"v1={earlier}", "--limit", "12", "--json"])
