@@ -143,7 +143,7 @@ def main() -> None:
         f"{trained} - prf, mean reward on {summaries[prf]['queries']} test queries: {difference['difference']:+.4f} "
         f"[{difference['low']:+.4f}, {difference['high']:+.4f}]: {verdict}. {args.grpo_steps} GRPO steps"
         + (
-            "; the README's Results section records longer runs ahead of prf (runs/v18; runs/v27, guided)."
+            "; the README's Results section records longer runs ahead of prf (runs/v18; runs/v27-v29, guided)."
             if args.grpo_steps < 40
             else "."
         )
