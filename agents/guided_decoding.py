@@ -15,11 +15,12 @@ warm-up answers its 207 test queries guided exactly as before.
 
 Why the lengths are bounded: a completion cut by the token limit (``max_new_tokens``, GRPO's
 ``max_completion_length``) before ``</answer>`` is invalid however it began. Unbounded, a sampled
-think block or expansion could run on until the cut: in runs/v28's GRPO, 1-3 invalid samples of 32 on
-6 of 20 steps carried 22-49% of the step's advantage mass, the update spent on "stop rambling"
-rather than on which expansions to write. Bounded, the format closes the think block after 200
-characters (the warm-up's targets write one sentence, at most 122) and an expansion after
-``max_chars``, so a completion runs out of tokens only when its whole answer is that long.
+think block or expansion could run on until the cut: in runs/v28's GRPO, 1-3 invalid (cut) samples
+of 32 on 6 of 20 steps carried 22-49% of the step's advantage mass, the update spent on the format
+rather than on which expansions to write (where in the completion they were cut was not logged).
+Bounded, the format closes the think block after 200 characters (the warm-up's targets write one
+sentence, at most 122) and an expansion after ``max_chars``, so a completion runs out of tokens
+only when its whole answer is that long.
 
 ``ActionFormat`` is a transformers ``LogitsProcessor``: at every generation step it sets the
 logit of each token that would leave the format to minus infinity, so sampling and greedy
